@@ -1,0 +1,3 @@
+from protheon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The ``protheon`` command line. Flags override environment, which overrides ``--config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from protheon.config import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="protheon", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (or PROTHEON_CONFIG)")
+    parser.add_argument("--pg-dsn", help="PostgreSQL DSN (PROTHEON_PG_DSN)")
+    parser.add_argument("--amqp-url", help="RabbitMQ URL (PROTHEON_AMQP_URL)")
+    parser.add_argument("--queue", help="job queue name (PROTHEON_QUEUE)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (PROTHEON_LOG_LEVEL)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("gen", help="generate a sample dataset")
+    gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument("--files", type=int, default=2)
+    gen.add_argument("--lines", type=int, default=10_000, help="lines per file")
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--start-id", type=int, default=12_000_000_000)
+    gen.add_argument("--dup-rate", type=float, default=0.0)
+    gen.add_argument("--bad-rate", type=float, default=0.0)
+    gen.add_argument("--multi-frame", action="store_true")
+
+    database = commands.add_parser("db", help="database administration")
+    db_commands = database.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("migrate", help="apply pending schema migrations")
+    db_commands.add_parser("create", help="create the database the DSN names, if missing")
+
+    master = commands.add_parser("master", help="run the master")
+    master.add_argument("--input", type=Path)
+    master.add_argument("--workspace", type=Path)
+    master.add_argument("--listen", help="gRPC HOST:PORT (PROTHEON_LISTEN)")
+    master.add_argument("--chunk-lines", type=int)
+    master.add_argument("--max-ready-chunks", type=int)
+    master.add_argument("--settle-seconds", type=float)
+
+    worker = commands.add_parser("worker", help="run worker processes")
+    worker.add_argument("--master", help="master's gRPC HOST:PORT (PROTHEON_MASTER)")
+    worker.add_argument("--concurrency", type=int, help="consumer processes (default: CPUs)")
+    worker.add_argument("--prefetch", type=int)
+    worker.add_argument("--worker-name")
+
+    status = commands.add_parser("status", help="progress of the load")
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags: dict[str, Any] = {
+        key: value for key, value in vars(args).items() if key not in {"config", "command"}
+    }
+    try:
+        settings = load_settings(flags, args.config)
+    except ConfigError as exc:
+        print(f"protheon: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = _COMMANDS[args.command]
+    return handler(args, settings)
+
+
+def _gen(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon.pgcr.generator import GeneratorOptions, generate
+
+    options = GeneratorOptions(
+        out=args.out, files=args.files, lines=args.lines, seed=args.seed,
+        start_id=args.start_id, dup_rate=args.dup_rate, bad_rate=args.bad_rate,
+        multi_frame=args.multi_frame,
+    )  # fmt: skip
+    for made in generate(options):
+        print(
+            f"{made.path}: {made.lines} lines ({made.duplicate_lines} duplicates,"
+            f" {made.bad_lines} malformed), {made.bytes_uncompressed / 1e6:.1f} MB uncompressed"
+        )
+    return 0
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon import db
+
+    if args.db_command == "create":
+        created = db.create_database(settings.pg_dsn)
+        print("database created" if created else "database already exists")
+        return 0
+    applied = db.migrate(settings.pg_dsn)
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def _master(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon.master.service import Master
+
+    master = Master(settings)
+    master.install_signal_handlers()
+    return master.run()
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon.worker.pool import run_workers
+
+    return run_workers(settings)
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon import status
+
+    values = status.summary(settings.pg_dsn)
+    print(status.to_json(values) if args.json else status.render(values))
+    return 0
+
+
+_COMMANDS = {"gen": _gen, "db": _db, "master": _master, "worker": _worker, "status": _status}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

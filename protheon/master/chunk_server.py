@@ -1,0 +1,131 @@
+"""The gRPC face of the master: serve chunk bytes of open jobs, take workers' done signals.
+
+Requests name a job id, never a path: the registry below is the only way to a file, and it holds
+just the chunks of jobs that are not done. A done signal is believed only once the ledger says
+the job is done (the worker commits before it signals), so a confused or hostile client cannot
+make the master delete a chunk that still has to load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from protheon.master.ledger import MasterLedger
+from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "protheon.rpc.v1.ChunkService"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenChunk:
+    job_id: int
+    path: Path
+    size: int
+
+
+class OpenChunks:
+    """Thread-safe registry of servable chunks; ``released`` wakes a splitter waiting for room."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[int, OpenChunk] = {}
+        self._lock = threading.Condition()
+
+    def add(self, chunk: OpenChunk) -> None:
+        with self._lock:
+            self._chunks[chunk.job_id] = chunk
+
+    def get(self, job_id: int) -> OpenChunk | None:
+        with self._lock:
+            return self._chunks.get(job_id)
+
+    def job_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._chunks)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._chunks)
+
+    def release(self, job_id: int) -> bool:
+        """Forget the chunk and delete its file; False if it was not open."""
+        with self._lock:
+            chunk = self._chunks.pop(job_id, None)
+            self._lock.notify_all()
+        if chunk is None:
+            return False
+        chunk.path.unlink(missing_ok=True)
+        return True
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Block until fewer than ``limit`` chunks are open (or the timeout passes)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._chunks) < limit, timeout)
+
+
+class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
+    def __init__(self, chunks: OpenChunks, ledger: MasterLedger, piece_bytes: int) -> None:
+        self._chunks = chunks
+        self._ledger = ledger
+        self._piece_bytes = piece_bytes
+
+    def StreamChunk(
+        self, request: chunks_pb2.StreamChunkRequest, context: grpc.ServicerContext
+    ) -> Iterator[chunks_pb2.ChunkPiece]:
+        chunk = self._chunks.get(request.job_id)
+        if chunk is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} has no open chunk")
+        assert chunk is not None
+        try:
+            fh = chunk.path.open("rb")
+        except FileNotFoundError:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id}: chunk is gone")
+        with fh:
+            offset = 0
+            while context.is_active():
+                data = fh.read(self._piece_bytes)
+                if not data:
+                    break
+                yield chunks_pb2.ChunkPiece(data=data, offset=offset, total_size=chunk.size)
+                offset += len(data)
+        if offset != chunk.size and context.is_active():
+            context.abort(grpc.StatusCode.DATA_LOSS, f"job {request.job_id}: chunk size changed")
+
+    def CompleteJob(
+        self, request: chunks_pb2.CompleteJobRequest, context: grpc.ServicerContext
+    ) -> chunks_pb2.CompleteJobReply:
+        if not self._ledger.done_among([request.job_id]):
+            return chunks_pb2.CompleteJobReply(released=False)
+        released = self._chunks.release(request.job_id)
+        if released:
+            log.debug("job %d done by %s; chunk deleted", request.job_id, request.worker)
+        return chunks_pb2.CompleteJobReply(released=released)
+
+
+def start_server(
+    listen: str, service: ChunkService, max_workers: int = 16
+) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """Start serving; returns the server, its health servicer (to flip on drain) and the port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    chunks_pb2_grpc.add_ChunkServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer, port

@@ -1,0 +1,145 @@
+"""The master's side of the ledger: files, their split progress, and the jobs cut from them.
+
+Every step is recorded before the next one happens (chunk written → job row → published), so a
+master restarted at any point can tell from these rows and the workspace what is left to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import datetime
+
+from protheon import db
+from protheon.master.splitter import Chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    file_id: int
+    name: str
+    size_bytes: int
+    mtime: datetime
+    status: str
+    lines_split: int
+    chunks_split: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    job_id: int
+    file_id: int
+    file_name: str
+    seq: int
+    first_line: int
+    line_count: int
+    byte_size: int
+    raw_size: int
+    status: str
+
+
+_FILE_COLUMNS = "file_id, name, size_bytes, mtime, status, lines_split, chunks_split"
+_JOB_COLUMNS = (
+    "j.job_id, j.file_id, f.name, j.seq, j.first_line, j.line_count, j.byte_size, j.raw_size,"
+    " j.status"
+)
+
+
+class MasterLedger:
+    """One autocommit connection, guarded by a lock so the gRPC threads can share it."""
+
+    def __init__(self, dsn: str, application_name: str = "protheon-master") -> None:
+        self._conn = db.connect(dsn, application_name, autocommit=True)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def files_by_name(self) -> dict[str, FileRecord]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_FILE_COLUMNS} FROM protheon.files").fetchall()
+        return {row[1]: FileRecord(*row) for row in rows}
+
+    def register_file(self, name: str, size_bytes: int, mtime: datetime) -> FileRecord:
+        with self._lock:
+            row = self._conn.execute(
+                "INSERT INTO protheon.files (name, size_bytes, mtime) VALUES (%s, %s, %s)"
+                f" RETURNING {_FILE_COLUMNS}",
+                (name, size_bytes, mtime),
+            ).fetchone()
+        assert row is not None
+        return FileRecord(*row)
+
+    def record_chunk(self, file_id: int, chunk: Chunk) -> int:
+        """Insert the chunk's job and advance the file's split progress, atomically."""
+        with self._lock, self._conn.transaction():
+            row = self._conn.execute(
+                "INSERT INTO protheon.jobs"
+                " (file_id, seq, first_line, line_count, byte_size, raw_size)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING job_id",
+                (file_id, chunk.seq, chunk.first_line, chunk.line_count, chunk.byte_size,
+                 chunk.raw_size),
+            ).fetchone()  # fmt: skip
+            self._conn.execute(
+                "UPDATE protheon.files SET lines_split = %s, chunks_split = %s WHERE file_id = %s",
+                (chunk.first_line - 1 + chunk.line_count, chunk.seq + 1, file_id),
+            )
+        assert row is not None
+        return int(row[0])
+
+    def mark_published(self, job_id: int) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE protheon.jobs SET status = 'published', published_at = now()"
+                " WHERE job_id = %s AND status = 'ready'",
+                (job_id,),
+            )
+
+    def finish_split(self, file_id: int, lines_total: int, chunks_total: int) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE protheon.files SET status = 'split', split_at = now(),"
+                " lines_total = %s, chunks_total = %s WHERE file_id = %s",
+                (lines_total, chunks_total, file_id),
+            )
+
+    def fail_file(self, file_id: int, error: str, lines_split: int, chunks_split: int) -> None:
+        """The file cannot be read further; the chunks already cut still load."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE protheon.files SET status = 'failed', error = %s, split_at = now(),"
+                " lines_total = %s, chunks_total = %s WHERE file_id = %s",
+                (error, lines_split, chunks_split, file_id),
+            )
+
+    def open_jobs(self) -> list[JobRecord]:
+        """Jobs whose chunk must still be kept and served (anything not done)."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM protheon.jobs j"
+                " JOIN protheon.files f USING (file_id)"
+                " WHERE j.status <> 'done' ORDER BY j.job_id"
+            ).fetchall()
+        return [JobRecord(*row) for row in rows]
+
+    def done_among(self, job_ids: list[int]) -> set[int]:
+        if not job_ids:
+            return set()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT job_id FROM protheon.jobs WHERE job_id = ANY(%s) AND status = 'done'",
+                (job_ids,),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def close_finished_files(self) -> list[str]:
+        """Mark split files whose jobs are all done as done; return their names."""
+        with self._lock:
+            rows = self._conn.execute(
+                "UPDATE protheon.files f SET status = 'done', done_at = now()"
+                " WHERE f.status = 'split' AND NOT EXISTS ("
+                "   SELECT 1 FROM protheon.jobs j WHERE j.file_id = f.file_id"
+                "   AND j.status <> 'done')"
+                " RETURNING f.name"
+            ).fetchall()
+        return [row[0] for row in rows]

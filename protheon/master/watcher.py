@@ -1,0 +1,85 @@
+"""Find input files that are complete.
+
+There is no portable "file closed" event across NFS, SMB and local disks, so a file counts as
+complete once its size and mtime have stayed the same for ``settle_seconds``. Names starting
+with a dot or ending in ``.part``/``.tmp`` are never read: writers that copy under a temporary
+name and rename (rsync, ``protheon gen``) are then picked up the moment they rename.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".zst"
+_TEMPORARY_SUFFIXES = (".part", ".tmp", ".partial")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    name: str  # relative to the input folder
+    path: Path
+    size: int
+    mtime: datetime
+
+
+@dataclasses.dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float
+
+
+class InputWatcher:
+    def __init__(self, folder: Path, settle_seconds: float) -> None:
+        self.folder = folder
+        self.settle_seconds = settle_seconds
+        self._seen: dict[str, _Seen] = {}
+
+    def scan(self, known: set[str]) -> list[InputFile]:
+        """Complete files not in ``known``, oldest name first (names sort by instance-id range)."""
+        now = time.monotonic()
+        ready: list[InputFile] = []
+        present: set[str] = set()
+        try:
+            entries = sorted(os.scandir(self.folder), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            log.warning("input folder %s does not exist (yet)", self.folder)
+            return []
+        for entry in entries:
+            name = entry.name
+            if name in known or not _is_candidate(name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                stat = entry.stat()
+            except OSError:
+                continue
+            present.add(name)
+            seen = self._seen.get(name)
+            if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                self._seen[name] = _Seen(stat.st_size, stat.st_mtime_ns, now)
+                if self.settle_seconds > 0:
+                    continue
+                seen = self._seen[name]
+            if now - seen.since >= self.settle_seconds:
+                mtime = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
+                ready.append(InputFile(name, Path(entry.path), stat.st_size, mtime))
+        for name in set(self._seen) - present:
+            del self._seen[name]
+        return ready
+
+
+def _is_candidate(name: str) -> bool:
+    return (
+        name.endswith(SUFFIX)
+        and not name.startswith(".")
+        and not name.endswith(_TEMPORARY_SUFFIXES)
+    )

@@ -1,0 +1,61 @@
+"""Fetch a job's chunk from the master over gRPC, and tell it when the job is done."""
+
+from __future__ import annotations
+
+import grpc
+
+from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
+
+FETCH_TIMEOUT = 300.0
+COMPLETE_TIMEOUT = 10.0
+
+
+class ChunkUnavailable(RuntimeError):
+    """The master could not serve the chunk (down, restarting, or the job is not open)."""
+
+
+class ChunkClient:
+    def __init__(self, master: str, worker_name: str) -> None:
+        self._channel = grpc.insecure_channel(
+            master,
+            options=[
+                ("grpc.max_receive_message_length", 8 << 20),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        self._stub = chunks_pb2_grpc.ChunkServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._worker = worker_name
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def fetch(self, job_id: int, expected_size: int) -> bytes:
+        """The chunk's compressed bytes, checked for size and continuity."""
+        parts: list[bytes] = []
+        received = 0
+        request = chunks_pb2.StreamChunkRequest(job_id=job_id, worker=self._worker)
+        try:
+            for piece in self._stub.StreamChunk(request, timeout=FETCH_TIMEOUT):
+                if piece.offset != received or piece.total_size != expected_size:
+                    raise ChunkUnavailable(
+                        f"job {job_id}: piece at {piece.offset} of {piece.total_size},"
+                        f" expected {received} of {expected_size}"
+                    )
+                parts.append(piece.data)
+                received += len(piece.data)
+        except grpc.RpcError as exc:
+            raise ChunkUnavailable(f"job {job_id}: {exc.code().name}: {exc.details()}") from None
+        if received != expected_size:
+            raise ChunkUnavailable(f"job {job_id}: got {received} of {expected_size} bytes")
+        return b"".join(parts)
+
+    def complete(self, job_id: int) -> bool:
+        """Best effort: the master also learns from the ledger if this never arrives."""
+        try:
+            reply = self._stub.CompleteJob(
+                chunks_pb2.CompleteJobRequest(job_id=job_id, worker=self._worker),
+                timeout=COMPLETE_TIMEOUT,
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.released)

@@ -1,0 +1,82 @@
+"""``--concurrency N``: N consumer processes, because parsing is CPU-bound and holds the GIL.
+
+The parent only supervises: it forwards SIGTERM (a terminal's Ctrl-C reaches the children by
+itself, being sent to the whole process group), restarts a child that crashes, and exits when
+all children have. Under systemd each process is its own unit instance instead
+(``protheon-worker@N``), which runs with concurrency 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from protheon.config import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 2.0
+
+
+def run_consumer(settings: Settings) -> int:
+    from protheon.worker.consumer import Consumer
+
+    consumer = Consumer(settings)
+    consumer.install_signal_handlers()
+    return consumer.run()
+
+
+def _child_main(settings: Settings, log_level: str) -> None:
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s"
+    )
+    raise SystemExit(run_consumer(settings))
+
+
+def run_workers(settings: Settings) -> int:
+    if settings.concurrency == 1:
+        return run_consumer(settings)
+    context = multiprocessing.get_context("spawn")  # no inherited gRPC/pika state
+    stopping = False
+
+    def start(index: int) -> BaseProcess:
+        child_settings = settings.replace(worker_name=f"{settings.worker_name}/{index}")
+        process = context.Process(
+            target=_child_main, args=(child_settings, settings.log_level), name=f"worker-{index}"
+        )
+        process.start()
+        return process
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if signum == signal.SIGTERM:
+            for process in children.values():
+                if process.pid is not None and process.is_alive():
+                    process.terminate()
+
+    children = {index: start(index) for index in range(1, settings.concurrency + 1)}
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exit_code = 0
+    while children:
+        time.sleep(0.2)
+        for index, process in list(children.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            code = process.exitcode or 0
+            if stopping:
+                exit_code = max(exit_code, abs(code))
+                del children[index]
+            elif code != 0:
+                log.error("worker %d exited with %s; restarting it", index, code)
+                time.sleep(RESTART_DELAY)
+                children[index] = start(index)
+            else:
+                del children[index]
+    return exit_code

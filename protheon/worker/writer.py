@@ -1,0 +1,189 @@
+"""Write one job's rows exactly once.
+
+In one transaction: lock the job's ledger row; if it is already done, write nothing (a
+redelivery). Otherwise insert the instances through a staging table with ``ON CONFLICT DO
+NOTHING RETURNING`` — the instances that come back are the ones this job owns, so their entries
+and weapons go straight into the real tables by plain COPY (no staging needed: no one else can
+own them). Players are upserted keeping the names of the latest instance. Rejects and the done
+mark commit with the rows. Rows are inserted in key order so that concurrent jobs take row locks
+in the same order and cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+
+import psycopg
+from psycopg import sql
+
+from protheon import db
+from protheon.pgcr.transform import (
+    ENTRY_COLUMNS,
+    INSTANCE_COLUMNS,
+    PLAYER_COLUMNS,
+    WEAPON_COLUMNS,
+    Batch,
+    Row,
+)
+
+log = logging.getLogger(__name__)
+
+REJECT_COLUMNS = ("file_id", "job_id", "line_number", "error", "line_bytes", "raw_line")
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteResult:
+    already_done: bool
+    pgcrs: int = 0
+    duplicates: int = 0
+    entries: int = 0
+    weapons: int = 0
+    players: int = 0
+    rejects: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.pgcrs + self.entries + self.weapons + self.players + self.rejects
+
+
+def _columns(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
+
+
+def _copy(cur: psycopg.Cursor[tuple[object, ...]], table: sql.Composable,
+          columns: Sequence[str], rows: Iterable[Row]) -> None:  # fmt: skip
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, _columns(columns))
+    with cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+class JobWriter:
+    def __init__(self, dsn: str, worker_name: str) -> None:
+        self._dsn = dsn
+        self._worker = worker_name
+        self._conn: psycopg.Connection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = db.connect(self._dsn, f"protheon-worker {self._worker}", autocommit=True)
+            with self._conn.transaction():
+                for table in ("instances", "players"):
+                    self._conn.execute(
+                        sql.SQL(
+                            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS"
+                        ).format(sql.Identifier(f"staging_{table}"), sql.Identifier("pgcr", table))
+                    )
+        return self._conn
+
+    def claim(self, job_id: int) -> str | None:
+        """Count an attempt and mark the job running; its status if it cannot run (done/unknown)."""
+        conn = self._connection()
+        with conn.transaction():
+            row = conn.execute(
+                "UPDATE protheon.jobs SET status = 'running', attempts = attempts + 1,"
+                " worker = %s, started_at = now(), error = NULL"
+                " WHERE job_id = %s AND status <> 'done' RETURNING job_id",
+                (self._worker, job_id),
+            ).fetchone()
+            if row is not None:
+                return None
+            found = conn.execute(
+                "SELECT status FROM protheon.jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+        return str(found[0]) if found else "unknown"
+
+    def record_error(self, job_id: int, error: str) -> None:
+        """Leave the job for another attempt, with the reason an operator will see."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE protheon.jobs SET status = 'published', error = %s"
+                    " WHERE job_id = %s AND status <> 'done'",
+                    (error[:2000], job_id),
+                )
+        except psycopg.Error:
+            log.exception("job %d: could not record its error in the ledger", job_id)
+
+    def write(self, job_id: int, file_id: int, batches: Iterable[Batch]) -> WriteResult:
+        """Write every batch and the done mark in one transaction.
+
+        A deadlock or a lost connection raises: the job is then retried as a whole by a
+        redelivery, which is safe because nothing of it committed.
+        """
+        conn = self._connection()
+        counts = dict.fromkeys(("pgcrs", "duplicates", "entries", "weapons", "rejects"), 0)
+        with conn.transaction(), conn.cursor() as cur:
+            status = cur.execute(
+                "SELECT status FROM protheon.jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+            ).fetchone()
+            if status is None:
+                raise LookupError(f"job {job_id} is not in the ledger")
+            if status[0] == "done":
+                return WriteResult(already_done=True)
+            for batch in batches:
+                owned = self._insert_instances(cur, batch.instances)
+                entries = sorted(row for row in batch.entries if row[0] in owned)
+                weapons = sorted(row for row in batch.weapons if row[0] in owned)
+                _copy(cur, sql.Identifier("pgcr", "entries"), ENTRY_COLUMNS, entries)
+                _copy(cur, sql.Identifier("pgcr", "weapons"), WEAPON_COLUMNS, weapons)
+                players = (row for row in batch.players.values() if row[7] in owned)
+                _copy(cur, sql.Identifier("staging_players"), PLAYER_COLUMNS, players)
+                _copy(
+                    cur, sql.Identifier("protheon", "rejects"), REJECT_COLUMNS,
+                    ((file_id, job_id, *reject) for reject in batch.rejects),
+                )  # fmt: skip
+                counts["pgcrs"] += len(owned)
+                counts["duplicates"] += batch.duplicate_lines + len(batch.instances) - len(owned)
+                counts["entries"] += len(entries)
+                counts["weapons"] += len(weapons)
+                counts["rejects"] += len(batch.rejects)
+            players_written = self._upsert_players(cur)
+            result = WriteResult(already_done=False, players=players_written, **counts)
+            cur.execute(
+                "UPDATE protheon.jobs SET status = 'done', finished_at = now(), worker = %s,"
+                " error = NULL, pgcrs = %s, duplicates = %s, entries = %s, weapons = %s,"
+                " players = %s, rejects = %s WHERE job_id = %s",
+                (self._worker, result.pgcrs, result.duplicates, result.entries, result.weapons,
+                 result.players, result.rejects, job_id),
+            )  # fmt: skip
+        return result
+
+    def _insert_instances(
+        self, cur: psycopg.Cursor[tuple[object, ...]], rows: list[Row]
+    ) -> set[int]:
+        if not rows:
+            return set()
+        _copy(cur, sql.Identifier("staging_instances"), INSTANCE_COLUMNS, rows)
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO pgcr.instances ({cols}) SELECT {cols} FROM staging_instances"
+                " ORDER BY instance_id ON CONFLICT DO NOTHING RETURNING instance_id"
+            ).format(cols=_columns(INSTANCE_COLUMNS))
+        )
+        return {row[0] for row in cur.fetchall()}  # type: ignore[misc]
+
+    def _upsert_players(self, cur: psycopg.Cursor[tuple[object, ...]]) -> int:
+        """Apply the staged players once, in key order, keeping each player's latest names."""
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
+            for name in PLAYER_COLUMNS[1:]
+        )
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO pgcr.players ({cols})"
+                " SELECT DISTINCT ON (membership_id) {cols} FROM staging_players"
+                " ORDER BY membership_id, last_instance_id DESC"
+                " ON CONFLICT (membership_id) DO UPDATE SET {updates}"
+                " WHERE pgcr.players.last_instance_id < EXCLUDED.last_instance_id"
+            ).format(cols=_columns(PLAYER_COLUMNS), updates=updates)
+        )
+        return cur.rowcount

@@ -1,0 +1,52 @@
+"""Streaming zstd reading that notices damage.
+
+python-zstandard's ``stream_reader`` silently stops at a truncated file, so a half-copied
+input would look complete. Feeding a ``decompressobj`` per frame lets us see that the last frame
+never ended, and handles multi-frame files (pzstd, ``protheon gen --multi-frame``) naturally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import zstandard
+
+READ_SIZE = 1 << 20
+
+
+class CorruptInput(ValueError):
+    """The compressed stream is damaged or cut short; the message says where."""
+
+
+def decompressed_blocks(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[bytes]:
+    """Yield decompressed bytes of every frame in ``source``; raise CorruptInput on damage."""
+    decompressor = zstandard.ZstdDecompressor()
+    frame = decompressor.decompressobj()
+    frame_started = False
+    consumed = 0
+    pending = b""
+    while True:
+        piece = pending or source.read(read_size)
+        pending = b""
+        if not piece:
+            break
+        if not frame_started:
+            frame_started = True
+        try:
+            out = frame.decompress(piece)
+        except zstandard.ZstdError as exc:
+            raise CorruptInput(
+                f"corrupt zstd data near compressed byte {consumed}: {exc}"
+            ) from None
+        if frame.eof:
+            pending = frame.unused_data
+            consumed += len(piece) - len(pending)
+            frame = decompressor.decompressobj()
+            frame_started = False
+        else:
+            consumed += len(piece)
+        if out:
+            yield out
+    if frame_started:
+        raise CorruptInput(f"truncated zstd data: the last frame is cut at byte {consumed}")
