@@ -1,0 +1,144 @@
+"""Fixtures that give each test its own real database and queue, and run real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pika
+import psycopg
+import pytest
+from psycopg import sql
+
+from protheon import db
+
+ADMIN_DSN = os.environ.get("PROTHEON_TEST_ADMIN_DSN", "postgresql:///postgres")
+AMQP_URL = os.environ.get("PROTHEON_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
+
+
+def _dsn_for(name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    """A migrated database that per-test databases are cloned from (CREATE DATABASE ... TEMPLATE)."""
+    name = f"protheon_tpl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    db.migrate(_dsn_for(name))
+    yield name
+    _drop(name)
+
+
+@pytest.fixture
+def pg_dsn(template_db: str) -> Iterator[str]:
+    name = f"protheon_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    yield _dsn_for(name)
+    _drop(name)
+
+
+@pytest.fixture
+def queue() -> Iterator[str]:
+    name = f"protheon.test.{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    for queue_name in (name, f"{name}.dead"):
+        channel.queue_delete(queue_name)
+    connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Processes:
+    """Real ``protheon`` processes with their logs in files; all are killed at teardown."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:  # fmt: skip
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "protheon", *args],
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started.append(process)
+        return process
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "protheon", *args],
+            env=self.env, capture_output=True, text=True, check=check, timeout=120,
+        )  # fmt: skip
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def protheon_env(pg_dsn: str, queue: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PROTHEON_PG_DSN": pg_dsn,
+        "PROTHEON_AMQP_URL": AMQP_URL,
+        "PROTHEON_QUEUE": queue,
+        "PROTHEON_SETTLE_SECONDS": "0.3",
+        "PROTHEON_SCAN_INTERVAL": "0.2",
+    }
+
+
+@pytest.fixture
+def processes(protheon_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    procs = Processes(protheon_env, log_dir)
+    yield procs
+    procs.stop_all()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.2) -> object:  # fmt: skip
+    """Poll until ``condition()`` is truthy; fail the test naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
