@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg
 
-from tests.oracle import read_expected
 from tests.conftest import Processes, free_port, wait_for
+from tests.oracle import read_expected
 
 
 def _gen(processes: Processes, out: Path, *args: str) -> None:
@@ -35,6 +35,7 @@ def _all_done(processes: Processes, files: int) -> dict[str, int] | None:
 def assert_database_matches_source(dsn: str, sources: list[Path]) -> None:
     expected = read_expected(sources)
     with psycopg.connect(dsn) as conn:
+
         def rows(query: str) -> list[tuple[object, ...]]:
             return conn.execute(query).fetchall()
 
@@ -43,7 +44,8 @@ def assert_database_matches_source(dsn: str, sources: list[Path]) -> None:
         weapons = rows("SELECT instance_id, character_id, weapon_id FROM pgcr.weapons")
         players = rows("SELECT membership_id FROM pgcr.players")
         rejects = rows(
-            "SELECT f.name, r.line_number FROM protheon.rejects r JOIN protheon.files f USING (file_id)"
+            "SELECT f.name, r.line_number"
+            " FROM protheon.rejects r JOIN protheon.files f USING (file_id)"
         )
     # Same sets and no duplicates: a list's length equal to its set's length.
     assert len(instances) == len(expected.instances)
@@ -73,8 +75,16 @@ def test_master_and_two_workers_load_every_row_exactly_once(
                              str(workspace), "--listen", f"127.0.0.1:{port}",
                              "--chunk-lines", "700")  # fmt: skip
     workers = [
-        processes.start(f"worker{i}", "worker", "--master", f"127.0.0.1:{port}",
-                        "--concurrency", "1", "--worker-name", f"w{i}")  # fmt: skip
+        processes.start(
+            f"worker{i}",
+            "worker",
+            "--master",
+            f"127.0.0.1:{port}",
+            "--concurrency",
+            "1",
+            "--worker-name",
+            f"w{i}",
+        )
         for i in (1, 2)
     ]
     wait_for(lambda: _all_done(processes, 3), 90, "the first three files to load")

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import zstandard
-from tests.oracle import is_valid, read_expected, read_lines
 
 from protheon.pgcr.generator import GeneratedFile, GeneratorOptions, generate
+from tests.oracle import is_valid, read_expected, read_lines
 
 _PERIOD = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 _ICON = re.compile(r"/common/destiny2_content/icons/[0-9a-f]{32}\.jpg")
