@@ -17,6 +17,7 @@ import pytest
 import zstandard
 
 from protheon.pgcr.generator import GeneratedFile, GeneratorOptions, generate
+from tests.contract_cases import BROKEN_JSON, CONTRACT_VIOLATIONS, DELETE, GOOD, with_field
 from tests.oracle import is_valid, read_expected, read_lines
 
 _PERIOD = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -250,39 +251,6 @@ def test_rejects_invalid_options(tmp_path: Path, bad: dict[str, Any]) -> None:
 
 # --- the oracle on hand-written lines -------------------------------------------------------
 
-_GOOD: dict[str, Any] = {
-    "_id": "42",
-    "period": "2021-03-14T18:22:05Z",
-    "activityDetails": {"instanceId": "42", "mode": 5, "modes": [5, 10], "isPrivate": False},
-    "entries": [
-        {
-            "characterId": "7",
-            "player": {"destinyUserInfo": {"membershipId": "9"}, "characterClass": "Hunter"},
-            "values": {"kills": 3, "efficiency": 1.5, "fireteamId": 5.3e18},
-            "extended": {"weapons": [{"referenceId": 11, "values": {"uniqueWeaponKills": 2}}]},
-        }
-    ],
-    "teams": [],
-}
-
-
-_DELETE = object()
-
-
-def _with(path: str, value: Any) -> dict[str, Any]:
-    """A deep copy of _GOOD with one field (dotted path, ints index lists) replaced."""
-    pgcr: dict[str, Any] = json.loads(json.dumps(_GOOD))
-    *parents, last = path.split(".")
-    node: Any = pgcr
-    for part in parents:
-        node = node[int(part)] if part.isdigit() else node[part]
-    key: int | str = int(last) if last.isdigit() else last
-    if value is _DELETE:
-        del node[key]
-    else:
-        node[key] = value
-    return pgcr
-
 
 def _write(tmp_path: Path, lines: list[bytes], frames: int = 1) -> Path:
     path = tmp_path / "1-100.jsonl.zst"
@@ -298,12 +266,12 @@ def _enc(obj: Any) -> bytes:
 
 
 def test_oracle_valid_lines_and_sets(tmp_path: Path) -> None:
-    second = _with("_id", "43")
-    second["entries"].append(_with("entries.0.characterId", "8")["entries"][0])
-    int_id = _with("_id", _DELETE)
+    second = with_field("_id", "43")
+    second["entries"].append(with_field("entries.0.characterId", "8")["entries"][0])
+    int_id = with_field("_id", DELETE)
     int_id["activityDetails"]["instanceId"] = 44
-    lines = [_enc(_GOOD), b"  \r\n", _enc(_GOOD), _enc(second), _enc(int_id)]
-    lines.append(_enc(_with("entries", None)).rstrip(b"\n"))  # no final newline
+    lines = [_enc(GOOD), b"  \r\n", _enc(GOOD), _enc(second), _enc(int_id)]
+    lines.append(_enc(with_field("entries", None)).rstrip(b"\n"))  # no final newline
     path = _write(tmp_path, lines, frames=3)  # frames split mid-line
     expected = read_expected([path])
     assert expected.rejects == set()
@@ -314,48 +282,15 @@ def test_oracle_valid_lines_and_sets(tmp_path: Path) -> None:
     assert expected.players == {9}
 
 
-@pytest.mark.parametrize(
-    "pgcr",
-    [
-        pytest.param(_with("activityDetails", _DELETE), id="no-activityDetails"),
-        pytest.param(_with("activityDetails", []), id="activityDetails-list"),
-        pytest.param(_with("_id", "4x2"), id="id-not-digits"),
-        pytest.param(_with("period", 1615745725), id="period-int"),
-        pytest.param(_with("entries", "none"), id="entries-string"),
-        pytest.param(_with("entries.0", 3), id="entry-not-object"),
-        pytest.param(_with("entries.0.characterId", 7), id="characterId-int"),
-        pytest.param(_with("entries.0.characterId", {"id": "7"}), id="characterId-object"),
-        pytest.param(_with("entries.0.player.destinyUserInfo", _DELETE), id="no-userinfo"),
-        pytest.param(_with("entries.0.values.kills", "many"), id="kills-string"),
-        pytest.param(_with("entries.0.values.kills", True), id="kills-bool"),
-        pytest.param(_with("entries.0.player.characterClass", 1), id="class-int"),
-        pytest.param(_with("activityDetails.mode", "5"), id="mode-string"),
-        pytest.param(_with("activityDetails.modes", [5, "10"]), id="modes-item-string"),
-        pytest.param(_with("activityDetails.isPrivate", 0), id="isPrivate-int"),
-        pytest.param(_with("entries.0.extended.weapons", {}), id="weapons-object"),
-        pytest.param(_with("entries.0.extended.weapons.0.referenceId", _DELETE), id="no-ref"),
-        pytest.param(_with("teams", {}), id="teams-object"),
-        pytest.param([1, 2], id="not-an-object"),
-    ],
-)
+@pytest.mark.parametrize("pgcr", CONTRACT_VIOLATIONS)
 def test_oracle_rejects_contract_violations(tmp_path: Path, pgcr: Any) -> None:
-    path = _write(tmp_path, [_enc(_GOOD), b"\n", _enc(pgcr)])
+    path = _write(tmp_path, [_enc(GOOD), b"\n", _enc(pgcr)])
     expected = read_expected([path])
     assert expected.rejects == {(path.name, 3)}  # physical numbering: the blank line counts
     assert expected.instances == {42}
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        b'{"_id": "1", "period": "x", "activityDetails": {}, "startingPhaseIndex": NaN}\n',
-        b'{"_id": "1", "period": "x\x00", "activityDetails": {}}\n',
-        b'{"_id": "1", "period": "\xff", "activityDetails": {}}\n',
-        b'\xef\xbb\xbf{"_id": "1", "period": "x", "activityDetails": {}}\n',
-        b'{"_id": "1", "period": "x", "activityDetails": {}\n',
-    ],
-    ids=["nan", "control-char", "bad-utf8", "bom", "truncated"],
-)
+@pytest.mark.parametrize("line", BROKEN_JSON)
 def test_oracle_rejects_broken_json(tmp_path: Path, line: bytes) -> None:
     expected = read_expected([_write(tmp_path, [line])])
     assert expected.rejects == {("1-100.jsonl.zst", 1)} and not expected.instances

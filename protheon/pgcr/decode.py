@@ -98,7 +98,7 @@ class Entry(msgspec.Struct, rename="camel"):
 class ActivityDetails(msgspec.Struct, rename="camel"):
     reference_id: Number = None
     director_activity_hash: Number = None
-    instance_id: str | None = None
+    instance_id: str | int | None = None
     mode: Number = None
     modes: list[float] | None = None
     is_private: bool | None = None
@@ -108,7 +108,7 @@ class ActivityDetails(msgspec.Struct, rename="camel"):
 class Pgcr(msgspec.Struct, rename="camel"):
     activity_details: ActivityDetails
     period: str
-    id: str | None = msgspec.field(default=None, name="_id")
+    id: str | int | None = msgspec.field(default=None, name="_id")
     starting_phase_index: Number = None
     activity_was_started_from_beginning: bool | None = None
     entries: list[Entry] | None = None

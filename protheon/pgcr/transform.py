@@ -73,11 +73,14 @@ def _i64(value: float | None, what: str) -> int | None:
     return _int(value, _I64, what)
 
 
-def _id(text: str | None, what: str) -> int:
-    if text is None or not text.isascii() or not text.isdigit():
+def _id(text: str | int | None, what: str) -> int:
+    if isinstance(text, int):
+        number = text
+    elif text is None or not text.isascii() or not text.isdigit():
         raise RowError(f"{what}: {text!r} is not a decimal id")
-    number = int(text)
-    if number >= _I64:
+    else:
+        number = int(text)
+    if not 0 <= number < _I64:
         raise RowError(f"{what}: {text} is out of range")
     return number
 
