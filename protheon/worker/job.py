@@ -65,9 +65,10 @@ class JobRunner:
             return JobOutcome(job.job_id, None, f"job is {blocked}", time.monotonic() - started)
         try:
             data = self.client.fetch(job.job_id, job.byte_size)
-            lines = chunk_lines(data, job.line_count)
             result = self.writer.write(
-                job.job_id, job.file_id, batches(lines, job.first_line, job.job_id)
+                job.job_id,
+                job.file_id,
+                lambda: batches(chunk_lines(data, job.line_count), job.first_line, job.job_id),
             )
         except Exception as exc:
             self.writer.record_error(job.job_id, f"{type(exc).__name__}: {exc}")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -26,10 +28,14 @@ from protheon.pgcr.transform import (
     WEAPON_COLUMNS,
     Batch,
     Row,
+    merged,
 )
 
 log = logging.getLogger(__name__)
 
+# Each streaming (first-attempt) job can abort an ordered retry at most once, so the retries
+# needed are bounded by the number of jobs running at the same time.
+DEADLOCK_ATTEMPTS = 25
 REJECT_COLUMNS = ("file_id", "job_id", "line_number", "error", "line_bytes", "raw_line")
 
 
@@ -113,12 +119,32 @@ class JobWriter:
         except psycopg.Error:
             log.exception("job %d: could not record its error in the ledger", job_id)
 
-    def write(self, job_id: int, file_id: int, batches: Iterable[Batch]) -> WriteResult:
+    def write(
+        self, job_id: int, file_id: int, make_batches: Callable[[], Iterable[Batch]]
+    ) -> WriteResult:
         """Write every batch and the done mark in one transaction.
 
-        A deadlock or a lost connection raises: the job is then retried as a whole by a
-        redelivery, which is safe because nothing of it committed.
+        Batches stream, so two jobs holding the same duplicate PGCRs in opposite orders can
+        deadlock on each other's uncommitted instance rows. PostgreSQL then aborts one of them;
+        that one starts over from ``make_batches()`` (the chunk is still in memory) after a
+        short random pause, this time with all its rows in one sorted batch. Any other error
+        raises: the job is redelivered later, which is safe because nothing of it committed.
         """
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                if attempt == 1:
+                    return self._write_once(job_id, file_id, make_batches())
+                # Retries take all rows at once, in key order: ordered lock takers cannot
+                # deadlock each other, so this converges (at the cost of memory, rarely).
+                return self._write_once(job_id, file_id, [merged(make_batches())])
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                log.warning("job %d: %s; starting over (%d)", job_id, exc.sqlstate, attempt)
+                time.sleep(random.uniform(0.05, 0.3))
+        raise AssertionError("unreachable")
+
+    def _write_once(self, job_id: int, file_id: int, batches: Iterable[Batch]) -> WriteResult:
         conn = self._connection()
         counts = dict.fromkeys(("pgcrs", "duplicates", "entries", "weapons", "rejects"), 0)
         with conn.transaction(), conn.cursor() as cur:
