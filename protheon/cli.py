@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
     )
+    # pika narrates every connection step at INFO; operators need its warnings only.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.root.level))
     handler = _COMMANDS[args.command]
     return handler(args, settings)
 

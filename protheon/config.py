@@ -71,10 +71,12 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
                 raise ValueError(value)
             return bool(value)
         if kind is int:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if kind is Path:
             return Path(value)
@@ -93,6 +95,7 @@ def load_settings(
     hints = get_type_hints(Settings)
     names = {f.name for f in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
 
     if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(environ[ENV_PREFIX + "CONFIG"])
@@ -107,27 +110,34 @@ def load_settings(
             if key not in names:
                 raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
             values[key] = _coerce(key, hints[key], value, str(config_file))
+            sources[key] = str(config_file)
 
     for name in names:
         env_value = environ.get(ENV_PREFIX + name.upper())
         if env_value is not None and env_value != "":
             values[name] = _coerce(name, hints[name], env_value, ENV_PREFIX + name.upper())
+            sources[name] = ENV_PREFIX + name.upper()
 
     for name, value in (flags or {}).items():
         if value is not None and name in names:
             values[name] = _coerce(name, hints[name], value, f"--{name.replace('_', '-')}")
+            sources[name] = f"--{name.replace('_', '-')}"
 
     settings = Settings(**values)
-    _validate(settings)
+    _validate(settings, sources)
     return settings
 
 
-def _validate(settings: Settings) -> None:
+def _validate(settings: Settings, sources: Mapping[str, str]) -> None:
+    def fail(name: str, rule: str) -> ConfigError:
+        where = sources.get(name, "the default")
+        return ConfigError(f"{name} {rule}, got {getattr(settings, name)!r} from {where}")
+
     positive = ("chunk_lines", "max_ready_chunks", "rpc_piece_bytes", "concurrency", "prefetch")
     for name in positive:
         if getattr(settings, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
+            raise fail(name, "must be at least 1")
     if settings.rpc_piece_bytes > 3 << 20:
-        raise ConfigError("rpc_piece_bytes must stay under gRPC's 4 MiB message limit")
+        raise fail("rpc_piece_bytes", "must stay under gRPC's 4 MiB message limit (3 MiB max)")
     if not 1 <= settings.chunk_level <= 22:
-        raise ConfigError("chunk_level must be a zstd level between 1 and 22")
+        raise fail("chunk_level", "must be a zstd level between 1 and 22")

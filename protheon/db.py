@@ -39,12 +39,15 @@ def migrate(dsn: str) -> list[str]:
     """
     applied: list[str] = []
     with connect(dsn, "protheon-migrate", autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS protheon")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS protheon.schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        with conn.transaction():
+            # Under the lock too: concurrent CREATE ... IF NOT EXISTS still collide in the catalog.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE SCHEMA IF NOT EXISTS protheon")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS protheon.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         for version, name, text in available_migrations():
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))

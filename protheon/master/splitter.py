@@ -72,8 +72,12 @@ def split_file(
 ) -> Iterator[Chunk]:
     """Yield chunks of ``source`` in order, starting after ``skip_lines`` lines (to resume).
 
-    Raises protheon.zstdio.CorruptInput when the file is damaged; chunks already yielded stay
-    valid, since each holds only whole lines read before the damage.
+    Raises protheon.zstdio.CorruptInput when the file is damaged; chunks already yielded hold
+    whole lines read before the damage was noticed. zstd notices some damage (a flipped byte
+    in a stored block) only at the frame's checksum, at the frame's end: lines before that may
+    be altered. Holding chunks back until their frame is verified would hold a single-frame
+    file's every job until EOF, so it is not done; the file is marked failed with the error,
+    and the worker's validation turns garbled lines into rejects.
     """
     (workspace / "chunks").mkdir(parents=True, exist_ok=True)
     seq = first_seq

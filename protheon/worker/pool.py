@@ -34,6 +34,7 @@ def _child_main(settings: Settings, log_level: str) -> None:
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.root.level))
     raise SystemExit(run_consumer(settings))
 
 
