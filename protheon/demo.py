@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     listen = f"127.0.0.1:{args.port}"
     commands = {
         "master": ["master", "--input", str(inbox), "--workspace", str(workspace),
-                   "--listen", listen],
+                   "--listen", listen, "--chunk-lines", "5000"],
         "worker-1": ["worker", "--master", listen, "--concurrency", "1", "--worker-name", "demo-1"],
         "worker-2": ["worker", "--master", listen, "--concurrency", "1", "--worker-name", "demo-2"],
     }  # fmt: skip

@@ -25,7 +25,10 @@ SELECT
   coalesce(sum(entries), 0) AS entries_written,
   coalesce(sum(weapons), 0) AS weapons_written,
   coalesce(sum(rejects), 0) AS rejects,
-  coalesce(sum(pgcrs) FILTER (WHERE finished_at > now() - interval '1 minute'), 0) / 60.0
+  -- over the last minute, or over the time since the first of those jobs started if shorter
+  coalesce(sum(pgcrs) FILTER (WHERE finished_at > now() - interval '1 minute'), 0)
+    / greatest(1.0, least(60.0, extract(epoch FROM now() - min(started_at)
+        FILTER (WHERE finished_at > now() - interval '1 minute'))))
     AS pgcrs_per_second,
   count(DISTINCT worker) FILTER (WHERE finished_at > now() - interval '5 minutes')
     AS workers_recent

@@ -10,9 +10,10 @@ import shutil
 import signal
 from pathlib import Path
 
+import pika
 import psycopg
 
-from tests.conftest import Processes, free_port, wait_for
+from tests.conftest import AMQP_URL, Processes, free_port, wait_for
 from tests.oracle import read_expected
 
 
@@ -153,3 +154,36 @@ def test_worker_killed_mid_job_loses_and_duplicates_nothing(
             "SELECT attempts, worker FROM protheon.jobs WHERE job_id = %s", killed_job
         ).fetchone() or (0, "")
     assert attempts >= 2 and worker == "survivor", "the killed job was redelivered and redone"
+
+
+def test_workers_wait_out_a_master_restart(
+    processes: Processes, pg_dsn: str, queue: str, tmp_path: Path
+) -> None:
+    """Jobs queued, master gone: workers wait for it (no delivery burnt), then finish the load."""
+    inbox, workspace = tmp_path / "in", tmp_path / "ws"
+    _gen(processes, inbox, "--files", "1", "--lines", "3000", "--seed", "5", "--bad-rate", "0.01")
+    port = free_port()
+    master_args = ("master", "--input", str(inbox), "--workspace", str(workspace),
+                   "--listen", f"127.0.0.1:{port}", "--chunk-lines", "500")  # fmt: skip
+    master = processes.start("master", *master_args)
+    with psycopg.connect(pg_dsn, autocommit=True) as watch:
+        wait_for(
+            lambda: watch.execute("SELECT 1 FROM protheon.files WHERE status = 'split'").fetchone(),
+            60,
+            "the master to split the file",
+        )
+    master.send_signal(signal.SIGKILL)
+    master.wait(timeout=10)
+
+    processes.start("worker", "worker", "--master", f"127.0.0.1:{port}", "--concurrency", "1")
+    wait_for(lambda: "UNAVAILABLE" in processes.log("worker"), 30, "the worker to find no master")
+    processes.start("master2", *master_args)
+    wait_for(lambda: _all_done(processes, 1), 90, "the load to finish after the restart")
+    assert_database_matches_source(pg_dsn, sorted(inbox.glob("*.zst")))
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT max(attempts) FROM protheon.jobs").fetchone() == (1,)
+    assert _status(processes)["jobs_failed"] == 0
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    dead = connection.channel().queue_declare(f"{queue}.dead", passive=True)
+    connection.close()
+    assert dead.method.message_count == 0, "no job was dead-lettered while the master was down"

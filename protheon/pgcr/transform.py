@@ -53,16 +53,25 @@ class RowError(DecodeError):
 def _int(value: float | None, limit: int, what: str) -> int | None:
     if value is None:
         return None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise RowError(f"{what}: {value} is not a finite number")
-    number = int(value)
-    if not -limit <= number < limit:
-        raise RowError(f"{what}: {number} is out of range")
-    return number
+    try:
+        number = int(value)
+    except (OverflowError, ValueError):  # inf, nan
+        raise RowError(f"{what}: {value} is not a finite number") from None
+    if -limit <= number < limit:
+        return number
+    raise RowError(f"{what}: {number} is out of range")
 
 
 def _i32(value: float | None, what: str) -> int | None:
-    return _int(value, _I32, what)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (OverflowError, ValueError):
+        raise RowError(f"{what}: {value} is not a finite number") from None
+    if -_I32 <= number < _I32:  # the hot path: most columns are int4
+        return number
+    raise RowError(f"{what}: {number} is out of range")
 
 
 def _i16(value: float | None, what: str) -> int | None:

@@ -10,8 +10,23 @@ FETCH_TIMEOUT = 300.0
 COMPLETE_TIMEOUT = 10.0
 
 
+# The master is down, restarting or overloaded: worth waiting for, not worth a redelivery.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
 class ChunkUnavailable(RuntimeError):
     """The master could not serve the chunk (down, restarting, or the job is not open)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ChunkClient:
@@ -44,7 +59,10 @@ class ChunkClient:
                 parts.append(piece.data)
                 received += len(piece.data)
         except grpc.RpcError as exc:
-            raise ChunkUnavailable(f"job {job_id}: {exc.code().name}: {exc.details()}") from None
+            code = exc.code()
+            raise ChunkUnavailable(
+                f"job {job_id}: {code.name}: {exc.details()}", transient=code in TRANSIENT_CODES
+            ) from None
         if received != expected_size:
             raise ChunkUnavailable(f"job {job_id}: got {received} of {expected_size} bytes")
         return b"".join(parts)

@@ -44,7 +44,7 @@ class Consumer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         self._client = ChunkClient(settings.master, self.name)
         self._writer = JobWriter(settings.pg_dsn, self.name)
-        self._runner = JobRunner(self._client, self._writer)
+        self._runner = JobRunner(self._client, self._writer, should_stop=lambda: self.stopping)
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -6,11 +6,13 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+import psycopg
 
 from protheon.broker import JobMessage
 from protheon.pgcr.transform import batches
-from protheon.worker.chunk_client import ChunkClient
+from protheon.worker.chunk_client import ChunkClient, ChunkUnavailable
 from protheon.worker.writer import JobWriter, WriteResult
 from protheon.zstdio import decompressed_blocks
 
@@ -51,26 +53,64 @@ def chunk_lines(data: bytes, expected: int) -> Iterator[bytes]:
         raise ChunkMismatch(f"chunk holds {count} lines, its job says {expected}")
 
 
+def is_transient(error: BaseException) -> bool:
+    """Errors of a dependency that comes back by itself (restart, failover, network blip)."""
+    if isinstance(error, ChunkUnavailable):
+        return error.transient
+    return isinstance(error, psycopg.OperationalError)
+
+
 class JobRunner:
-    def __init__(self, client: ChunkClient, writer: JobWriter) -> None:
+    """Runs jobs; waits out a master or database restart instead of failing the delivery.
+
+    A failed delivery counts towards the queue's delivery limit, after which the job is
+    dead-lettered, so only errors that would recur (a chunk that is gone, a job unknown to the
+    ledger) should fail one. Transient errors are retried here, with backoff, for up to
+    ``patience`` seconds, or until ``should_stop()`` says the worker is draining.
+    """
+
+    def __init__(
+        self,
+        client: ChunkClient,
+        writer: JobWriter,
+        patience: float = 600.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.client = client
         self.writer = writer
+        self.patience = patience
+        self.should_stop = should_stop
 
     def run(self, job: JobMessage) -> JobOutcome:
         started = time.monotonic()
-        blocked = self.writer.claim(job.job_id)
+        delay = 0.5
+        first = True
+        while True:
+            try:
+                return self._attempt(job, started, count_attempt=first)
+            except Exception as exc:
+                waited = time.monotonic() - started
+                if not is_transient(exc) or waited > self.patience or self.should_stop():
+                    self._record_error(job.job_id, exc)
+                    raise
+                log.warning("job %d: %s; retrying in %.1fs", job.job_id, exc, delay)
+                first = False
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _attempt(self, job: JobMessage, started: float, count_attempt: bool) -> JobOutcome:
+        blocked = self.writer.claim(job.job_id, count_attempt)
         if blocked == "done":
             return JobOutcome(job.job_id, None, "already done", time.monotonic() - started)
         if blocked is not None:
             return JobOutcome(job.job_id, None, f"job is {blocked}", time.monotonic() - started)
-        try:
-            data = self.client.fetch(job.job_id, job.byte_size)
-            result = self.writer.write(
-                job.job_id,
-                job.file_id,
-                lambda: batches(chunk_lines(data, job.line_count), job.first_line, job.job_id),
-            )
-        except Exception as exc:
-            self.writer.record_error(job.job_id, f"{type(exc).__name__}: {exc}")
-            raise
+        data = self.client.fetch(job.job_id, job.byte_size)
+        result = self.writer.write(
+            job.job_id,
+            job.file_id,
+            lambda: batches(chunk_lines(data, job.line_count), job.first_line, job.job_id),
+        )
         return JobOutcome(job.job_id, result, "written", time.monotonic() - started)
+
+    def _record_error(self, job_id: int, error: BaseException) -> None:
+        self.writer.record_error(job_id, f"{type(error).__name__}: {error}")

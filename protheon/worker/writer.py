@@ -89,15 +89,15 @@ class JobWriter:
                     )
         return self._conn
 
-    def claim(self, job_id: int) -> str | None:
-        """Count an attempt and mark the job running; its status if it cannot run (done/unknown)."""
+    def claim(self, job_id: int, count_attempt: bool = True) -> str | None:
+        """Mark the job running (counting an attempt); else its status ("done" or "unknown")."""
         conn = self._connection()
         with conn.transaction():
             row = conn.execute(
-                "UPDATE protheon.jobs SET status = 'running', attempts = attempts + 1,"
+                "UPDATE protheon.jobs SET status = 'running', attempts = attempts + %s,"
                 " worker = %s, started_at = now(), error = NULL"
                 " WHERE job_id = %s AND status <> 'done' RETURNING job_id",
-                (self._worker, job_id),
+                (int(count_attempt), self._worker, job_id),
             ).fetchone()
             if row is not None:
                 return None
