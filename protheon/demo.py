@@ -1,8 +1,9 @@
 """``make demo``: generate a sample, run a master and two workers locally, print the result.
 
 Uses its own database (``protheon_demo``) and queue (``protheon.demo``), which it resets on
-every run, so it never touches a real load. RabbitMQ and PostgreSQL must be running locally
-(override with PROTHEON_AMQP_URL / PROTHEON_DEMO_ADMIN_DSN).
+every run (``--database``/``--queue`` choose others), so it never touches a real load.
+RabbitMQ and PostgreSQL must be running locally (override with PROTHEON_AMQP_URL and
+PROTHEON_DEMO_ADMIN_DSN).
 """
 
 from __future__ import annotations
@@ -22,24 +23,21 @@ from psycopg import sql
 from protheon import broker, db, status
 from protheon.config import Settings
 
-DEMO_DB = "protheon_demo"
-DEMO_QUEUE = "protheon.demo"
 
-
-def _reset(admin_dsn: str, amqp_url: str) -> str:
+def _reset(admin_dsn: str, amqp_url: str, database: str, queue: str) -> str:
+    """Drop and recreate the demo database, migrate it, and delete the demo queues."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
+        name = sql.Identifier(database)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
     info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
-    info["dbname"] = DEMO_DB
+    info["dbname"] = database
     dsn = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
     db.migrate(dsn)
     connection = broker.connect(amqp_url, "protheon-demo")
     channel = connection.channel()
-    for queue in (DEMO_QUEUE, broker.dead_letter_queue(DEMO_QUEUE)):
-        channel.queue_delete(queue)
+    for queue_name in (queue, broker.dead_letter_queue(queue)):
+        channel.queue_delete(queue_name)
     connection.close()
     return dsn
 
@@ -51,19 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--port", type=int, default=50551)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--database", default="protheon_demo", help="dropped and recreated!")
+    parser.add_argument("--queue", default="protheon.demo", help="purged")
     args = parser.parse_args(argv)
 
     admin_dsn = os.environ.get("PROTHEON_DEMO_ADMIN_DSN", "postgresql:///postgres")
     amqp_url = os.environ.get("PROTHEON_AMQP_URL", Settings.amqp_url)
     try:
-        dsn = _reset(admin_dsn, amqp_url)
+        dsn = _reset(admin_dsn, amqp_url, args.database, args.queue)
     except (psycopg.Error, OSError, Exception) as exc:
         print(
             f"demo: cannot prepare PostgreSQL/RabbitMQ ({exc}). Are both running?", file=sys.stderr
         )
         return 1
     env = {**os.environ, "PROTHEON_PG_DSN": dsn, "PROTHEON_AMQP_URL": amqp_url,
-           "PROTHEON_QUEUE": DEMO_QUEUE}  # fmt: skip
+           "PROTHEON_QUEUE": args.queue}  # fmt: skip
     protheon = [sys.executable, "-m", "protheon"]
     shutil.rmtree(args.dir, ignore_errors=True)
     inbox, workspace, logs = args.dir / "input", args.dir / "workspace", args.dir / "logs"
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(status.render(values))
     print(f"\nloaded in {elapsed:.1f}s: {values['pgcrs_written'] / elapsed:,.0f} PGCRs/s "
           f"with 2 worker processes")  # fmt: skip
-    print(f"explore it: psql {DEMO_DB} -c 'SELECT count(*) FROM pgcr.entries'")
+    print(f"explore it: psql {args.database} -c 'SELECT count(*) FROM pgcr.entries'")
     return code
 
 

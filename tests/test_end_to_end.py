@@ -6,14 +6,18 @@ Truth comes from tests/oracle.py, an independent reading of the source files.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pika
 import psycopg
 
-from tests.conftest import AMQP_URL, Processes, free_port, wait_for
+from tests.conftest import ADMIN_DSN, AMQP_URL, Processes, free_port, wait_for
 from tests.oracle import read_expected
 
 
@@ -187,3 +191,46 @@ def test_workers_wait_out_a_master_restart(
     dead = connection.channel().queue_declare(f"{queue}.dead", passive=True)
     connection.close()
     assert dead.method.message_count == 0, "no job was dead-lettered while the master was down"
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """What `make demo` runs, on a smaller sample, in its own database and queue."""
+    database, queue = (
+        f"protheon_demo_{uuid.uuid4().hex[:8]}",
+        f"protheon.demo.{uuid.uuid4().hex[:8]}",
+    )
+    command = [sys.executable, "-m", "protheon.demo", "--dir", str(tmp_path / "demo"),
+               "--files", "2", "--lines", "6000", "--port", str(free_port()),
+               "--database", database, "--queue", queue, "--timeout", "120"]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        for name in (queue, f"{queue}.dead"):
+            connection.channel().queue_delete(name)
+        connection.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "files  [##############################] 2/2 done" in result.stdout
+    written = re.search(r"PGCRs\s+([\d,]+) written", result.stdout)
+    assert written and int(written.group(1).replace(",", "")) > 10_000
+
+
+def test_worker_pool_runs_processes_and_drains_them_on_sigterm(
+    processes: Processes, pg_dsn: str, tmp_path: Path
+) -> None:
+    inbox, workspace = tmp_path / "in", tmp_path / "ws"
+    _gen(processes, inbox, "--files", "1", "--lines", "4000", "--seed", "21")
+    port = free_port()
+    processes.start("master", "master", "--input", str(inbox), "--workspace", str(workspace),
+                    "--listen", f"127.0.0.1:{port}", "--chunk-lines", "500")  # fmt: skip
+    pool = processes.start("pool", "worker", "--master", f"127.0.0.1:{port}",
+                           "--concurrency", "2", "--worker-name", "pool")  # fmt: skip
+    wait_for(lambda: _all_done(processes, 1), 90, "the pool to load the file")
+    with psycopg.connect(pg_dsn) as conn:
+        names = {row[0] for row in conn.execute("SELECT DISTINCT worker FROM protheon.jobs")}
+    assert names == {"pool/1", "pool/2"}, "both child processes took jobs"
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(timeout=30) == 0
+    assert processes.log("pool").count("stopped after") == 2
