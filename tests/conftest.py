@@ -23,13 +23,14 @@ ADMIN_DSN = os.environ.get("PROTHEON_TEST_ADMIN_DSN", "postgresql:///postgres")
 AMQP_URL = os.environ.get("PROTHEON_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
 
 
-def _dsn_for(name: str) -> str:
+def dsn_for(name: str) -> str:
+    """The admin DSN pointed at another database."""
     info = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
     info["dbname"] = name
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
 
 
-def _drop(name: str) -> None:
+def drop_database(name: str) -> None:
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -42,9 +43,9 @@ def template_db() -> Iterator[str]:
     name = f"protheon_tpl_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    db.migrate(_dsn_for(name))
+    db.migrate(dsn_for(name))
     yield name
-    _drop(name)
+    drop_database(name)
 
 
 @pytest.fixture
@@ -56,8 +57,8 @@ def pg_dsn(template_db: str) -> Iterator[str]:
                 sql.Identifier(name), sql.Identifier(template_db)
             )
         )
-    yield _dsn_for(name)
-    _drop(name)
+    yield dsn_for(name)
+    drop_database(name)
 
 
 @pytest.fixture
@@ -75,6 +76,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def run_protheon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion in a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "protheon", *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 class Processes:
@@ -98,10 +107,10 @@ class Processes:
         return process
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "protheon", *args],
-            env=self.env, capture_output=True, text=True, check=check, timeout=120,
-        )  # fmt: skip
+        result = run_protheon(*args, env=self.env)
+        if check:
+            result.check_returncode()
+        return result
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")

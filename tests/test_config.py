@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from protheon.config import ConfigError, Settings, _coerce, load_settings
+from tests.conftest import run_protheon
 
 
 def _toml(tmp_path: Path, text: str, name: str = "protheon.toml") -> Path:
@@ -243,13 +243,7 @@ def test_bool_coercion_rejects_other_words() -> None:
 
 
 def _protheon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "protheon", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_protheon(*args, env=env)
 
 
 def test_cli_help() -> None:

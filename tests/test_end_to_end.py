@@ -17,7 +17,7 @@ from pathlib import Path
 import pika
 import psycopg
 
-from tests.conftest import ADMIN_DSN, AMQP_URL, Processes, free_port, wait_for
+from tests.conftest import AMQP_URL, Processes, drop_database, free_port, wait_for
 from tests.oracle import read_expected
 
 
@@ -205,8 +205,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        drop_database(database)
         connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         for name in (queue, f"{queue}.dead"):
             connection.channel().queue_delete(name)

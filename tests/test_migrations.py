@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,22 +13,9 @@ import pytest
 from psycopg import sql
 
 from protheon import db
-from tests.conftest import ADMIN_DSN
+from tests.conftest import ADMIN_DSN, drop_database, dsn_for, run_protheon
 
 MIGRATIONS = ["0001_initial.sql"]
-
-
-def _dsn(name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
-
-
-def _drop(name: str) -> None:
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def _exists(name: str) -> bool:
@@ -48,11 +34,11 @@ def new_database() -> Iterator[Callable[[], str]]:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         names.append(name)
-        return _dsn(name)
+        return dsn_for(name)
 
     yield make
     for name in names:
-        _drop(name)
+        drop_database(name)
 
 
 @pytest.fixture
@@ -194,13 +180,7 @@ def test_rejects_are_unique_per_file_line(empty_dsn: str) -> None:
 def _protheon(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTHEON_")}
     env["PROTHEON_PG_DSN"] = dsn
-    return subprocess.run(
-        [sys.executable, "-m", "protheon", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_protheon(*args, env=env)
 
 
 def test_cli_db_migrate(empty_dsn: str) -> None:
@@ -217,13 +197,13 @@ def test_cli_db_create() -> None:
     name = f"protheon_c_{uuid.uuid4().hex[:10]}"
     try:
         assert not _exists(name)
-        created = _protheon(_dsn(name), "db", "create")
+        created = _protheon(dsn_for(name), "db", "create")
         assert created.returncode == 0, created.stderr
         assert created.stdout.strip() == "database created"
         assert _exists(name)
-        again = _protheon(_dsn(name), "db", "create")
+        again = _protheon(dsn_for(name), "db", "create")
         assert again.returncode == 0, again.stderr
         assert again.stdout.strip() == "database already exists"
-        assert db.migrate(_dsn(name)) == MIGRATIONS  # a usable, empty database
+        assert db.migrate(dsn_for(name)) == MIGRATIONS  # a usable, empty database
     finally:
-        _drop(name)
+        drop_database(name)

@@ -11,6 +11,7 @@ import threading
 from datetime import datetime
 
 from protheon import db
+from protheon.broker import JobMessage
 from protheon.master.splitter import Chunk
 
 
@@ -27,14 +28,7 @@ class FileRecord:
 
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
-    job_id: int
-    file_id: int
-    file_name: str
-    seq: int
-    first_line: int
-    line_count: int
-    byte_size: int
-    raw_size: int
+    message: JobMessage  # what is published for the job
     status: str
 
 
@@ -120,7 +114,7 @@ class MasterLedger:
                 " JOIN protheon.files f USING (file_id)"
                 " WHERE j.status <> 'done' ORDER BY j.job_id"
             ).fetchall()
-        return [JobRecord(*row) for row in rows]
+        return [JobRecord(JobMessage(*row[:-1]), row[-1]) for row in rows]
 
     def done_among(self, job_ids: list[int]) -> set[int]:
         if not job_ids:

@@ -18,7 +18,7 @@ import pika.exceptions
 from protheon import broker
 from protheon.config import Settings
 from protheon.master.chunk_server import ChunkService, OpenChunk, OpenChunks, start_server
-from protheon.master.ledger import FileRecord, JobRecord, MasterLedger
+from protheon.master.ledger import FileRecord, MasterLedger
 from protheon.master.splitter import chunk_path, split_file
 from protheon.master.watcher import InputFile, InputWatcher
 from protheon.zstdio import CorruptInput
@@ -61,8 +61,8 @@ class Master:
             channel = self._connection.channel()
             channel.confirm_delivery()
             broker.declare_queues(channel, self.settings.queue, self.settings.delivery_limit)
-            for job in unpublished:
-                self._publish(channel, job)
+            for message in unpublished:
+                self._publish(channel, message)
             while not self.stopping.is_set():
                 self._work_once(channel)
                 self._connection.sleep(self.settings.scan_interval)
@@ -106,11 +106,11 @@ class Master:
                 job_id = self.ledger.record_chunk(record.file_id, chunk)
                 lines, chunks = chunk.first_line - 1 + chunk.line_count, chunk.seq + 1
                 self.chunks.add(OpenChunk(job_id, chunk.path, chunk.byte_size))
-                job = JobRecord(
+                message = broker.JobMessage(
                     job_id, record.file_id, record.name, chunk.seq, chunk.first_line,
-                    chunk.line_count, chunk.byte_size, chunk.raw_size, "ready",
+                    chunk.line_count, chunk.byte_size, chunk.raw_size,
                 )  # fmt: skip
-                self._publish(channel, job)
+                self._publish(channel, message)
                 if not self._wait_for_room():
                     return  # stopping: the file stays 'splitting' and resumes on the next start
         except (CorruptInput, OSError) as exc:
@@ -124,14 +124,10 @@ class Master:
         )  # fmt: skip
 
     def _publish(
-        self, channel: pika.adapters.blocking_connection.BlockingChannel, job: JobRecord
+        self, channel: pika.adapters.blocking_connection.BlockingChannel, message: broker.JobMessage
     ) -> None:
-        message = broker.JobMessage(
-            job.job_id, job.file_id, job.file_name, job.seq, job.first_line, job.line_count,
-            job.byte_size, job.raw_size,
-        )  # fmt: skip
         broker.publish_job(channel, self.settings.queue, message)
-        self.ledger.mark_published(job.job_id)
+        self.ledger.mark_published(message.job_id)
 
     def _wait_for_room(self) -> bool:
         """Hold the splitter while ``max_ready_chunks`` chunks wait: the workspace stays bounded."""
@@ -154,15 +150,16 @@ class Master:
         for name in self.ledger.close_finished_files():
             log.info("%s: all jobs done", name)
 
-    def _recover_open_jobs(self) -> list[JobRecord]:
+    def _recover_open_jobs(self) -> list[broker.JobMessage]:
         """Re-open the chunks of jobs not done; return the jobs never confirmed as published."""
         unpublished = []
-        for job in self.ledger.open_jobs():
+        for record in self.ledger.open_jobs():
+            job = record.message
             path = chunk_path(self.settings.workspace, job.file_id, job.seq)
             if not path.exists():
                 log.error("job %d: chunk %s is missing from the workspace", job.job_id, path)
                 continue
             self.chunks.add(OpenChunk(job.job_id, path, path.stat().st_size))
-            if job.status == "ready":
+            if record.status == "ready":
                 unpublished.append(job)
         return unpublished
