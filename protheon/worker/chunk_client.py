@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
@@ -44,7 +46,9 @@ class ChunkClient:
     def close(self) -> None:
         self._channel.close()
 
-    def fetch(self, job_id: int, expected_size: int) -> bytes:
+    def fetch(
+        self, job_id: int, expected_size: int, on_piece: Callable[[], None] = lambda: None
+    ) -> bytes:
         """The chunk's compressed bytes, checked for size and continuity."""
         parts: list[bytes] = []
         received = 0
@@ -58,6 +62,7 @@ class ChunkClient:
                     )
                 parts.append(piece.data)
                 received += len(piece.data)
+                on_piece()
         except grpc.RpcError as exc:
             code = exc.code()
             raise ChunkUnavailable(

@@ -4,6 +4,11 @@ pika's BlockingConnection is not thread-safe and must keep servicing heartbeats 
 for minutes, so the main thread only does I/O; the job runs on a single worker thread and hands
 its ack back with ``add_callback_threadsafe``. The ack is sent only after the job's transaction
 committed; if the connection died meanwhile, the redelivered job is found done and just acked.
+
+Lifecycle: ``READY=1`` once consuming; on SIGTERM/SIGINT, drain (cancel the consumer, finish
+the jobs in hand, exit 0) within ``drain_seconds``; on a second signal or at the deadline, close
+the broker connection (RabbitMQ requeues what was not acked; PostgreSQL rolls back the open
+transaction) and exit 1 at once.
 """
 
 from __future__ import annotations
@@ -24,41 +29,70 @@ from pika.spec import Basic, BasicProperties
 
 from protheon import broker
 from protheon.config import Settings
+from protheon.sdnotify import Notifier, Progress, Watchdog
 from protheon.worker.chunk_client import ChunkClient
-from protheon.worker.job import JobOutcome, JobRunner
+from protheon.worker.job import JobOutcome, JobRunner, is_transient
 from protheon.worker.writer import JobWriter
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 2.0  # before a failed job goes back to the queue, so a hot loop cannot happen
 MAX_BACKOFF = 30.0
+STATUS_INTERVAL = 2.0
+
+
+class Aborted(Exception):
+    """Raised on the I/O thread to leave at once (second signal or drain deadline)."""
 
 
 class Consumer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.name = settings.worker_name
+        self.notifier = notifier or Notifier()
+        self.progress = Progress()
         self.stopping = False
+        self.aborting = False
+        self.drain_deadline = 0.0
         self.in_flight = 0
         self.jobs_done = 0
+        self.pgcrs_done = 0
+        self.running: broker.JobMessage | None = None
+        self._started = time.monotonic()
+        self._last_status = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         self._client = ChunkClient(settings.master, self.name)
         self._writer = JobWriter(settings.pg_dsn, self.name)
-        self._runner = JobRunner(self._client, self._writer, should_stop=lambda: self.stopping)
+        self._runner = JobRunner(
+            self._client,
+            self._writer,
+            patience=settings.dependency_patience,
+            should_stop=lambda: self.stopping,
+            on_progress=self.progress.beat,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self.stopping:
-                log.warning("second signal: exiting now; unfinished jobs go back to the queue")
-                os._exit(1)
-            log.info("%s: draining (no new jobs; finishing %d)", signal.Signals(signum).name,
-                     self.in_flight)  # fmt: skip
-            self.stopping = True
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            self.aborting = True
+            return
+        self.before_worker_shutdown()
+
+    def before_worker_shutdown(self) -> None:
+        """Start draining: take no new job, finish those in hand, within the deadline."""
+        self.stopping = True
+        self.drain_deadline = time.monotonic() + self.settings.drain_seconds
+        log.info("draining: no new jobs; finishing %d within %.0fs", self.in_flight,
+                 self.settings.drain_seconds)  # fmt: skip
+        self.notifier.stopping(f"draining: finishing {self.in_flight} job(s)")
 
     def run(self) -> int:
+        watchdog = Watchdog.start_for(self.notifier, self.progress)
         backoff = 1.0
         try:
             while not self.stopping:
@@ -69,14 +103,31 @@ class Consumer:
                     if self.stopping:
                         break
                     log.warning("broker connection lost (%s); reconnecting in %.0fs", exc, backoff)
-                    time.sleep(backoff)
+                    self.notifier.status(f"waiting for RabbitMQ ({exc})")
+                    self._sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
+        except Aborted as exc:
+            log.warning("%s: leaving now; unfinished jobs go back to the queue", exc)
+            logging.shutdown()
+            os._exit(1)  # the job thread may be inside a database call: do not wait for it
         finally:
-            self._executor.shutdown(wait=True)
-            self._writer.close()
-            self._client.close()
+            if watchdog is not None:
+                watchdog.stop()
+        self._executor.shutdown(wait=True)
+        self._writer.close()
+        self._client.close()
         log.info("stopped after %d jobs", self.jobs_done)
+        self.notifier.close()
         return 0
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait (alive: waiting for a dependency is not a hang), leaving early on a signal."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and not self.stopping:
+            self.progress.beat()
+            time.sleep(0.2)
+
+    # -- consuming ---------------------------------------------------------------------------
 
     def _consume(self) -> None:
         connection = broker.connect(self.settings.amqp_url, f"protheon-worker {self.name}")
@@ -87,16 +138,48 @@ class Consumer:
             on_message = functools.partial(self._on_message, connection)
             tag = channel.basic_consume(self.settings.queue, on_message, auto_ack=False)
             log.info("consuming from %s", self.settings.queue)
+            self.notifier.ready(f"consuming from {self.settings.queue}")
             consuming = True
             while consuming or self.in_flight:
                 connection.process_data_events(time_limit=0.5)
+                if not self.in_flight:
+                    self.progress.beat()  # idle and polling: alive
+                self._check_stop(connection)
                 if self.stopping and consuming:
                     channel.basic_cancel(tag)
                     consuming = False
+                self._report_status()
         finally:
             self.in_flight = 0
             if connection.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    connection.close()
+
+    def _check_stop(self, connection: pika.BlockingConnection) -> None:
+        if not self.stopping:
+            return
+        remaining = self.drain_deadline - time.monotonic()
+        if self.aborting or remaining <= 0:
+            reason = "second signal" if self.aborting else "drain deadline passed"
+            with contextlib.suppress(pika.exceptions.AMQPError):
                 connection.close()
+            raise Aborted(reason)
+        self.notifier.extend_timeout(remaining + 5)
+
+    def _report_status(self) -> None:
+        now = time.monotonic()
+        if now - self._last_status < STATUS_INTERVAL:
+            return
+        self._last_status = now
+        rate = self.pgcrs_done / max(now - self._started, 1e-9)
+        job = self.running
+        doing = f"job {job.job_id} ({job.file_name} #{job.seq})" if job else "idle"
+        if self.stopping:
+            doing = f"draining, {doing}"
+        self.notifier.status(
+            f"{doing} | {self.in_flight} in flight | {self.jobs_done} jobs,"
+            f" {self.pgcrs_done} PGCRs, {rate:.0f} PGCRs/s"
+        )
 
     def _on_message(
         self,
@@ -112,8 +195,10 @@ class Consumer:
             log.error("rejecting message %r: %s", properties.message_id, exc)
             channel.basic_reject(method.delivery_tag, requeue=False)  # → dead-letter queue
             return
+        deliveries = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
+        final = deliveries > self.settings.delivery_limit
         self.in_flight += 1
-        future = self._executor.submit(self._runner.run, job)
+        future = self._executor.submit(self._run, job, final)
 
         def finished(done: Future[JobOutcome]) -> None:
             callback = functools.partial(self._settle, connection, channel, method, job, done)
@@ -122,6 +207,18 @@ class Consumer:
                 connection.add_callback_threadsafe(callback)
 
         future.add_done_callback(finished)
+
+    def _run(self, job: broker.JobMessage, final: bool) -> JobOutcome:
+        """On the job thread. On the last allowed delivery, a failure marks the job failed."""
+        self.running = job
+        try:
+            return self._runner.run(job)
+        except Exception as exc:
+            if final and not is_transient(exc):
+                self._writer.mark_failed(job.job_id, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.running = None
 
     def _settle(
         self,
@@ -140,13 +237,14 @@ class Consumer:
             log.error("job %d (%s #%d) failed: %s", job.job_id, job.file_name, job.seq, error)
             requeue = functools.partial(self._requeue, channel, method.delivery_tag)
             self.in_flight += 1
-            connection.call_later(RETRY_DELAY, requeue)
+            connection.call_later(0 if self.stopping else RETRY_DELAY, requeue)
             return
         outcome = done.result()
         channel.basic_ack(method.delivery_tag)
         if outcome.result is not None:
             self.jobs_done += 1
             result = outcome.result
+            self.pgcrs_done += result.pgcrs
             log.info(
                 "job %d (%s #%d): %d PGCRs, %d duplicates, %d rejects in %.2fs",
                 job.job_id, job.file_name, job.seq, result.pgcrs, result.duplicates,
@@ -158,6 +256,7 @@ class Consumer:
             self._executor.submit(self._client.complete, job.job_id)
 
     def _requeue(self, channel: BlockingChannel, delivery_tag: int) -> None:
+        """Past the queue's delivery limit, RabbitMQ dead-letters instead of requeueing."""
         self.in_flight -= 1
         if channel.is_open:
             channel.basic_nack(delivery_tag, requeue=True)

@@ -75,11 +75,13 @@ class JobRunner:
         writer: JobWriter,
         patience: float = 600.0,
         should_stop: Callable[[], bool] = lambda: False,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.writer = writer
         self.patience = patience
         self.should_stop = should_stop
+        self.on_progress = on_progress
 
     def run(self, job: JobMessage) -> JobOutcome:
         started = time.monotonic()
@@ -95,7 +97,7 @@ class JobRunner:
                     raise
                 log.warning("job %d: %s; retrying in %.1fs", job.job_id, exc, delay)
                 first = False
-                time.sleep(delay)
+                self._wait(delay)
                 delay = min(delay * 2, 30.0)
 
     def _attempt(self, job: JobMessage, started: float, count_attempt: bool) -> JobOutcome:
@@ -104,13 +106,21 @@ class JobRunner:
             return JobOutcome(job.job_id, None, "already done", time.monotonic() - started)
         if blocked is not None:
             return JobOutcome(job.job_id, None, f"job is {blocked}", time.monotonic() - started)
-        data = self.client.fetch(job.job_id, job.byte_size)
+        data = self.client.fetch(job.job_id, job.byte_size, self.on_progress)
         result = self.writer.write(
             job.job_id,
             job.file_id,
             lambda: batches(chunk_lines(data, job.line_count), job.first_line, job.job_id),
+            self.on_progress,
         )
         return JobOutcome(job.job_id, result, "written", time.monotonic() - started)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep while still beating: waiting out an outage is not a hang."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and not self.should_stop():
+            self.on_progress()
+            time.sleep(max(0.0, min(0.5, until - time.monotonic())))
 
     def _record_error(self, job_id: int, error: BaseException) -> None:
         self.writer.record_error(job_id, f"{type(error).__name__}: {error}")

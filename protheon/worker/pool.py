@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from protheon.config import Settings
+from protheon.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ def run_workers(settings: Settings) -> int:
         return run_consumer(settings)
     context = multiprocessing.get_context("spawn")  # no inherited gRPC/pika state
     stopping = False
+    # The parent speaks to systemd for the group; children must not claim to be the service.
+    notifier = Notifier()
+    for variable in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(variable, None)
 
     def start(index: int) -> BaseProcess:
         child_settings = settings.replace(worker_name=f"{settings.worker_name}/{index}")
@@ -55,6 +61,7 @@ def run_workers(settings: Settings) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        notifier.stopping("draining worker processes")
         if signum == signal.SIGTERM:
             for process in children.values():
                 if process.pid is not None and process.is_alive():
@@ -63,6 +70,7 @@ def run_workers(settings: Settings) -> int:
     children = {index: start(index) for index in range(1, settings.concurrency + 1)}
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    notifier.ready(f"{len(children)} worker processes")
     exit_code = 0
     while children:
         time.sleep(0.2)

@@ -119,8 +119,25 @@ class JobWriter:
         except psycopg.Error:
             log.exception("job %d: could not record its error in the ledger", job_id)
 
+    def mark_failed(self, job_id: int, error: str) -> None:
+        """The job's last allowed delivery failed: RabbitMQ dead-letters it; the ledger says so."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE protheon.jobs SET status = 'failed', error = %s, finished_at = now()"
+                    " WHERE job_id = %s AND status <> 'done'",
+                    (error[:2000], job_id),
+                )
+        except psycopg.Error:
+            log.exception("job %d: could not mark it failed in the ledger", job_id)
+
     def write(
-        self, job_id: int, file_id: int, make_batches: Callable[[], Iterable[Batch]]
+        self,
+        job_id: int,
+        file_id: int,
+        make_batches: Callable[[], Iterable[Batch]],
+        on_batch: Callable[[], None] = lambda: None,
     ) -> WriteResult:
         """Write every batch and the done mark in one transaction.
 
@@ -133,10 +150,10 @@ class JobWriter:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 if attempt == 1:
-                    return self._write_once(job_id, file_id, make_batches())
+                    return self._write_once(job_id, file_id, make_batches(), on_batch)
                 # Retries take all rows at once, in key order: ordered lock takers cannot
                 # deadlock each other, so this converges (at the cost of memory, rarely).
-                return self._write_once(job_id, file_id, [merged(make_batches())])
+                return self._write_once(job_id, file_id, [merged(make_batches())], on_batch)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == DEADLOCK_ATTEMPTS:
                     raise
@@ -144,7 +161,9 @@ class JobWriter:
                 time.sleep(random.uniform(0.05, 0.3))
         raise AssertionError("unreachable")
 
-    def _write_once(self, job_id: int, file_id: int, batches: Iterable[Batch]) -> WriteResult:
+    def _write_once(
+        self, job_id: int, file_id: int, batches: Iterable[Batch], on_batch: Callable[[], None]
+    ) -> WriteResult:
         conn = self._connection()
         counts = dict.fromkeys(("pgcrs", "duplicates", "entries", "weapons", "rejects"), 0)
         with conn.transaction(), conn.cursor() as cur:
@@ -172,6 +191,7 @@ class JobWriter:
                 counts["entries"] += len(entries)
                 counts["weapons"] += len(weapons)
                 counts["rejects"] += len(batch.rejects)
+                on_batch()
             players_written = self._upsert_players(cur)
             result = WriteResult(already_done=False, players=players_written, **counts)
             cur.execute(
