@@ -15,8 +15,16 @@ import zstandard
 READ_SIZE = 1 << 20
 
 
-class CorruptInput(ValueError):
+class InputError(ValueError):
+    """A source file cannot be read to the end; the chunks cut before the error stay valid."""
+
+
+class CorruptInput(InputError):
     """The compressed stream is damaged or cut short; the message says where."""
+
+
+class UnreadableInput(InputError):
+    """The operating system refused to read the file (permissions, I/O error, vanished)."""
 
 
 def decompressed_blocks(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[bytes]:
@@ -27,7 +35,10 @@ def decompressed_blocks(source: BinaryIO, read_size: int = READ_SIZE) -> Iterato
     consumed = 0
     pending = b""
     while True:
-        piece = pending or source.read(read_size)
+        try:
+            piece = pending or source.read(read_size)
+        except OSError as exc:
+            raise UnreadableInput(f"cannot read: {exc}") from None
         pending = b""
         if not piece:
             break

@@ -20,7 +20,7 @@ import zstandard
 
 from protheon.master.splitter import Chunk, chunk_path, split_file
 from protheon.pgcr.generator import GeneratorOptions, generate
-from protheon.zstdio import CorruptInput, decompressed_blocks
+from protheon.zstdio import CorruptInput, UnreadableInput, decompressed_blocks
 from tests.oracle import read_lines
 
 LINES = 1000
@@ -375,9 +375,18 @@ def test_frame_with_empty_content_yields_no_chunks(tmp_path: Path) -> None:
     assert _chunk_files(tmp_path / "ws") == []
 
 
-def test_missing_source_raises_oserror(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+def test_missing_source_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableInput, match=r"cannot open.*No such file"):
         next(split_file(tmp_path / "missing.zst", tmp_path / "ws", FILE_ID, 10))
+
+
+def test_workspace_errors_are_not_blamed_on_the_file(tmp_path: Path) -> None:
+    source = tmp_path / "in.zst"
+    source.write_bytes(zstandard.ZstdCompressor().compress(b"a\nb\n"))
+    (tmp_path / "ws").write_text("a file where the workspace folder should be")
+    with pytest.raises(OSError) as caught:
+        next(split_file(source, tmp_path / "ws", FILE_ID, 10))
+    assert not isinstance(caught.value, UnreadableInput)
 
 
 # -- zstdio.decompressed_blocks ---------------------------------------------------------------

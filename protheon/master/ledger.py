@@ -10,6 +10,8 @@ import dataclasses
 import threading
 from datetime import datetime
 
+import psycopg
+
 from protheon import db
 from protheon.broker import JobMessage
 from protheon.master.splitter import Chunk
@@ -43,11 +45,21 @@ class MasterLedger:
     """One autocommit connection, guarded by a lock so the gRPC threads can share it."""
 
     def __init__(self, dsn: str, application_name: str = "protheon-master") -> None:
-        self._conn = db.connect(dsn, application_name, autocommit=True)
+        self._dsn = dsn
+        self._name = application_name
+        self._connection: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
+    @property
+    def _conn(self) -> psycopg.Connection:
+        """The connection, reopened if PostgreSQL restarted since (callers hold the lock)."""
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            self._connection = db.connect(self._dsn, self._name, autocommit=True)
+        return self._connection
+
     def close(self) -> None:
-        self._conn.close()
+        if self._connection is not None:
+            self._connection.close()
 
     def files_by_name(self) -> dict[str, FileRecord]:
         with self._lock:
@@ -105,6 +117,17 @@ class MasterLedger:
                 " lines_total = %s, chunks_total = %s WHERE file_id = %s",
                 (error, lines_split, chunks_split, file_id),
             )
+
+    def mark_dead(self, job_ids: list[int], reason: str) -> int:
+        """Jobs found in the dead-letter queue are failed, keeping the last error a worker saw."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE protheon.jobs SET status = 'failed', finished_at = now(),"
+                " error = coalesce(error, %s)"
+                " WHERE job_id = ANY(%s) AND status NOT IN ('done', 'failed')",
+                (reason, job_ids),
+            )
+        return cur.rowcount
 
     def open_jobs(self) -> list[JobRecord]:
         """Jobs whose chunk must still be kept and served (anything not done)."""

@@ -2,49 +2,71 @@
 
 One thread owns the RabbitMQ connection (pika is not thread-safe) and does the splitting; the
 gRPC server's threads serve chunk bytes and done signals. The two meet only in ``OpenChunks``.
+
+RabbitMQ or PostgreSQL going away is waited out: the loop reconnects with backoff and carries
+on from the ledger, which records every step before the next one (chunk written → job
+``ready`` → published → ``published``). Jobs left ``ready`` by a broken connection or a crash
+are published again on reconnect: the window between a publisher confirm and its ledger update
+is one UPDATE, and a job published twice is harmless, since workers write a job only once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
+import grpc
 import pika
 import pika.exceptions
+import psycopg
+from grpc_health.v1.health import HealthServicer
+from pika.adapters.blocking_connection import BlockingChannel
 
-from protheon import broker
+from protheon import broker, dead_letters
 from protheon.config import Settings
 from protheon.master.chunk_server import ChunkService, OpenChunk, OpenChunks, start_server
 from protheon.master.ledger import FileRecord, MasterLedger
 from protheon.master.splitter import chunk_path, split_file
 from protheon.master.watcher import InputFile, InputWatcher
-from protheon.zstdio import CorruptInput
+from protheon.sdnotify import Notifier, Progress, Watchdog
+from protheon.zstdio import InputError
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+DEAD_LETTER_INTERVAL = 30.0
+MAX_BACKOFF = 30.0
+_OUTAGES = (pika.exceptions.AMQPError, psycopg.OperationalError, ConnectionError)
 
 
 class Master:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.progress = Progress()
         self.stopping = threading.Event()
         self.chunks = OpenChunks()
         self.ledger = MasterLedger(settings.pg_dsn)
         self._rpc_ledger = MasterLedger(settings.pg_dsn, "protheon-master-rpc")
         self.watcher = InputWatcher(settings.input, settings.settle_seconds)
-        self._last_sweep = 0.0
         self.port = 0
+        self.published = 0
+        self.splitting = ""
+        self._last_sweep = 0.0
+        self._last_dead_letter_check = 0.0
         self._connection: pika.BlockingConnection | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %s: stopping after the current chunk", signal.Signals(signum).name)
+            log.info("%s: draining: no more publishing", signal.Signals(signum).name)
+            self.notifier.stopping("draining: letting open chunk streams finish")
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -52,32 +74,85 @@ class Master:
 
     def run(self) -> int:
         self.settings.workspace.mkdir(parents=True, exist_ok=True)
-        unpublished = self._recover_open_jobs()
+        watchdog = Watchdog.start_for(self.notifier, self.progress)
+        self._until_connected(self._recover_open_jobs)
         service = ChunkService(self.chunks, self._rpc_ledger, self.settings.rpc_piece_bytes)
-        server, _health, self.port = start_server(self.settings.listen, service)
+        server, health, self.port = start_server(self.settings.listen, service)
         log.info("serving chunks on %s (port %d)", self.settings.listen, self.port)
         try:
-            self._connection = broker.connect(self.settings.amqp_url, "protheon-master")
-            channel = self._connection.channel()
-            channel.confirm_delivery()
-            broker.declare_queues(channel, self.settings.queue, self.settings.delivery_limit)
-            for message in unpublished:
-                self._publish(channel, message)
+            backoff = 1.0
             while not self.stopping.is_set():
-                self._work_once(channel)
-                self._connection.sleep(self.settings.scan_interval)
+                try:
+                    self._connect_and_work()
+                except _OUTAGES as exc:
+                    log.warning("lost a dependency (%s); retrying in %.0fs", exc, backoff)
+                    self.notifier.status(f"waiting for RabbitMQ/PostgreSQL: {exc}")
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                else:
+                    backoff = 1.0
         finally:
-            log.info("stopping: no more publishing; letting open chunk streams finish")
-            server.stop(grace=5).wait()
-            if self._connection is not None and self._connection.is_open:
-                self._connection.close()
-            self.ledger.close()
-            self._rpc_ledger.close()
+            self.before_master_shutdown(server, health)
+            if watchdog is not None:
+                watchdog.stop()
         return 0
+
+    def before_master_shutdown(self, server: grpc.Server, health: HealthServicer) -> None:
+        """Stop taking streams, let open ones finish within the drain deadline, close up."""
+        health.enter_graceful_shutdown()
+        stopped = server.stop(grace=self.settings.drain_seconds)
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while not stopped.wait(1.0):
+            self.progress.beat()
+            self.notifier.extend_timeout(max(deadline - time.monotonic(), 0) + 5)
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self._connection.close()
+        self.ledger.close()
+        self._rpc_ledger.close()
+        log.info("stopped; %d jobs published this run", self.published)
+        self.notifier.close()
+
+    def _sleep(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and not self.stopping.is_set():
+            self.progress.beat()  # waiting for a dependency on purpose: alive
+            self.stopping.wait(0.2)
+
+    def _until_connected(self, step: Callable[[], None]) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                step()
+                return
+            except _OUTAGES as exc:
+                log.warning("PostgreSQL unavailable (%s); retrying in %.0fs", exc, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
     # -- work --------------------------------------------------------------------------------
 
-    def _work_once(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+    def _connect_and_work(self) -> None:
+        self._connection = broker.connect(self.settings.amqp_url, "protheon-master")
+        channel = self._connection.channel()
+        channel.confirm_delivery()
+        broker.declare_queues(channel, self.settings.queue, self.settings.delivery_limit)
+        for record in self.ledger.open_jobs():
+            if record.status == "ready" and self.chunks.get(record.message.job_id):
+                self._publish(channel, record.message)
+        self.notifier.ready(self._status_text())
+        while not self.stopping.is_set():
+            self._work_once(channel)
+            self._check_dead_letters(channel)
+            self.progress.beat()
+            self.notifier.status(self._status_text())
+            self._connection.sleep(self.settings.scan_interval)
+
+    def _status_text(self) -> str:
+        doing = f"splitting {self.splitting}" if self.splitting else "watching"
+        return f"{doing} | {len(self.chunks)} chunks open | {self.published} jobs published"
+
+    def _work_once(self, channel: BlockingChannel) -> None:
         known = self.ledger.files_by_name()
         for record in known.values():
             if record.status == "splitting" and not self.stopping.is_set():
@@ -92,12 +167,11 @@ class Master:
         log.info("new input file %s (%d bytes)", found.name, found.size)
         return self.ledger.register_file(found.name, found.size, found.mtime)
 
-    def _split(
-        self, channel: pika.adapters.blocking_connection.BlockingChannel, record: FileRecord
-    ) -> None:
+    def _split(self, channel: BlockingChannel, record: FileRecord) -> None:
         source = self.settings.input / record.name
         lines, chunks = record.lines_split, record.chunks_split
         started = time.monotonic()
+        self.splitting = record.name
         try:
             for chunk in split_file(
                 source, self.settings.workspace, record.file_id, self.settings.chunk_lines,
@@ -111,23 +185,25 @@ class Master:
                     chunk.line_count, chunk.byte_size, chunk.raw_size,
                 )  # fmt: skip
                 self._publish(channel, message)
+                self.progress.beat()
                 if not self._wait_for_room():
                     return  # stopping: the file stays 'splitting' and resumes on the next start
-        except (CorruptInput, OSError) as exc:
+        except InputError as exc:
             log.error("%s: %s (%d lines before it still load)", record.name, exc, lines)
             self.ledger.fail_file(record.file_id, str(exc), lines, chunks)
             return
+        finally:
+            self.splitting = ""
         self.ledger.finish_split(record.file_id, lines, chunks)
         log.info(
             "%s: split into %d chunks, %d lines, in %.1fs",
             record.name, chunks, lines, time.monotonic() - started,
         )  # fmt: skip
 
-    def _publish(
-        self, channel: pika.adapters.blocking_connection.BlockingChannel, message: broker.JobMessage
-    ) -> None:
+    def _publish(self, channel: BlockingChannel, message: broker.JobMessage) -> None:
         broker.publish_job(channel, self.settings.queue, message)
         self.ledger.mark_published(message.job_id)
+        self.published += 1
 
     def _wait_for_room(self) -> bool:
         """Hold the splitter while ``max_ready_chunks`` chunks wait: the workspace stays bounded."""
@@ -136,6 +212,7 @@ class Master:
             if self.stopping.is_set():
                 return False
             self._connection.process_data_events(time_limit=0.2)
+            self.progress.beat()  # the splitter waits for workers on purpose
             self._sweep()
         return not self.stopping.is_set()
 
@@ -150,9 +227,26 @@ class Master:
         for name in self.ledger.close_finished_files():
             log.info("%s: all jobs done", name)
 
-    def _recover_open_jobs(self) -> list[broker.JobMessage]:
-        """Re-open the chunks of jobs not done; return the jobs never confirmed as published."""
-        unpublished = []
+    def _check_dead_letters(self, channel: BlockingChannel) -> None:
+        """Mark dead-lettered jobs failed in the ledger (a worker killed on its last delivery
+        could not); the letters stay in the queue until an operator retries them."""
+        now = time.monotonic()
+        if now - self._last_dead_letter_check < DEAD_LETTER_INTERVAL:
+            return
+        self._last_dead_letter_check = now
+        if not dead_letters.depth(channel, self.settings.queue):
+            return
+        letters = dead_letters.sort_out(channel, self.settings.queue, remove=lambda _: False)
+        by_reason: dict[str, list[int]] = {}
+        for letter in letters:
+            if letter.job is not None:
+                by_reason.setdefault(letter.reason, []).append(letter.job.job_id)
+        for reason, job_ids in by_reason.items():
+            if marked := self.ledger.mark_dead(job_ids, reason):
+                log.error("%d dead-lettered job(s) marked failed: %s", marked, reason)
+
+    def _recover_open_jobs(self) -> None:
+        """Re-open the chunks of jobs not done (after a restart, from ledger and workspace)."""
         for record in self.ledger.open_jobs():
             job = record.message
             path = chunk_path(self.settings.workspace, job.file_id, job.seq)
@@ -160,6 +254,3 @@ class Master:
                 log.error("job %d: chunk %s is missing from the workspace", job.job_id, path)
                 continue
             self.chunks.add(OpenChunk(job.job_id, path, path.stat().st_size))
-            if record.status == "ready":
-                unpublished.append(job)
-        return unpublished

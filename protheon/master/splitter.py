@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from protheon.zstdio import decompressed_blocks
+from protheon.zstdio import UnreadableInput, decompressed_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +72,14 @@ def split_file(
 ) -> Iterator[Chunk]:
     """Yield chunks of ``source`` in order, starting after ``skip_lines`` lines (to resume).
 
-    Raises protheon.zstdio.CorruptInput when the file is damaged; chunks already yielded hold
-    whole lines read before the damage was noticed. zstd notices some damage (a flipped byte
-    in a stored block) only at the frame's checksum, at the frame's end: lines before that may
-    be altered. Holding chunks back until their frame is verified would hold a single-frame
-    file's every job until EOF, so it is not done; the file is marked failed with the error,
-    and the worker's validation turns garbled lines into rejects.
+    Raises protheon.zstdio.InputError when the file is damaged or cannot be read; an OSError
+    of the workspace (a full disk) propagates as is: it is not the file's fault.
+
+    Chunks already yielded hold whole lines read before the damage was noticed. zstd notices
+    some damage (a flipped byte in a stored block) only at the frame's checksum, at the frame's
+    end: lines before that may be altered. Holding chunks back until their frame is verified
+    would hold a single-frame file's every job until EOF, so it is not done; the file is marked
+    failed with the error, and the worker's validation turns garbled lines into rejects.
     """
     (workspace / "chunks").mkdir(parents=True, exist_ok=True)
     seq = first_seq
@@ -99,7 +101,11 @@ def split_file(
         return chunk
 
     try:
-        with source.open("rb") as fh:
+        fh = source.open("rb")
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open: {exc}") from None
+    try:
+        with fh:
             for block in decompressed_blocks(fh):
                 ends_with_newline = block.endswith(b"\n")
                 start = 0
