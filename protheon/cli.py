@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--prefetch", type=int)
     worker.add_argument("--worker-name")
 
+    jobs = commands.add_parser("jobs", help="look at jobs and retry failed ones")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    jobs_list = jobs_commands.add_parser("list", help="recent jobs, newest first")
+    jobs_list.add_argument("--failed", action="store_true", help="only failed jobs")
+    jobs_list.add_argument("--limit", type=int, default=50)
+    jobs_retry = jobs_commands.add_parser("retry", help="publish failed jobs again")
+    target = jobs_retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("--failed", action="store_true", help="every failed job")
+    target.add_argument("job_ids", nargs="*", type=int, default=[], metavar="JOB_ID")
+
+    health = commands.add_parser("health", help="exit 0 if the master serves, 1 if not")
+    health.add_argument("--master", help="master's gRPC HOST:PORT (PROTHEON_MASTER)")
+    health.add_argument("--timeout", type=float, default=5.0)
+
     status = commands.add_parser("status", help="progress of the load")
     status.add_argument("--json", action="store_true")
     return parser
@@ -124,7 +138,37 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_COMMANDS = {"gen": _gen, "db": _db, "master": _master, "worker": _worker, "status": _status}
+def _jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon import jobs
+
+    if args.jobs_command == "list":
+        print(jobs.render(jobs.list_jobs(settings, args.failed, args.limit)))
+        return 0
+    if not args.failed and not args.job_ids:
+        print("protheon: name job ids or --failed", file=sys.stderr)
+        return 2
+    retried = jobs.retry(settings, None if args.failed else args.job_ids)
+    print(f"published again: {', '.join(map(str, retried))}" if retried else "nothing to retry")
+    return 0
+
+
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon.health import check
+
+    state = check(settings.master, args.timeout)
+    print(state)
+    return 0 if state == "SERVING" else 1
+
+
+_COMMANDS = {
+    "gen": _gen,
+    "db": _db,
+    "master": _master,
+    "worker": _worker,
+    "status": _status,
+    "jobs": _jobs,
+    "health": _health,
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -153,3 +154,55 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str,
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+class NotifySocket:
+    """A real NOTIFY_SOCKET: an AF_UNIX datagram socket collecting what a service sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[tuple[float, str]] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.settimeout(0.2)
+        self._open = True
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while self._open:
+            try:
+                data = self._socket.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def env(self, watchdog_seconds: float | None = None) -> dict[str, str]:
+        env = {"NOTIFY_SOCKET": str(self.path)}
+        if watchdog_seconds is not None:
+            env["WATCHDOG_USEC"] = str(int(watchdog_seconds * 1_000_000))
+        return env
+
+    def fields(self, key: str, since: float = 0.0) -> list[tuple[float, str]]:
+        """(time, value) of every ``KEY=value`` received after ``since``."""
+        found = []
+        for at, message in list(self.messages):
+            for line in message.splitlines():
+                name, _, value = line.partition("=")
+                if name == key and at >= since:
+                    found.append((at, value))
+        return found
+
+    def close(self) -> None:
+        self._open = False
+        self._socket.close()
+        self._thread.join(timeout=2)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
