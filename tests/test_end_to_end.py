@@ -5,7 +5,6 @@ Truth comes from tests/oracle.py, an independent reading of the source files.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -19,58 +18,26 @@ import psycopg
 
 from tests.conftest import AMQP_URL, Processes, drop_database, free_port, wait_for
 from tests.oracle import read_expected
-
-
-def _gen(processes: Processes, out: Path, *args: str) -> None:
-    processes.run("gen", "--out", str(out), *args)
-
-
-def _status(processes: Processes) -> dict[str, int]:
-    result = processes.run("status", "--json")
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
-def _all_done(processes: Processes, files: int) -> dict[str, int] | None:
-    status = _status(processes)
-    if status["files_total"] == files and status["files_done"] == files:
-        return status
-    return None
-
-
-def assert_database_matches_source(dsn: str, sources: list[Path]) -> None:
-    expected = read_expected(sources)
-    with psycopg.connect(dsn) as conn:
-
-        def rows(query: str) -> list[tuple[object, ...]]:
-            return conn.execute(query).fetchall()
-
-        instances = rows("SELECT instance_id FROM pgcr.instances")
-        entries = rows("SELECT instance_id, character_id FROM pgcr.entries")
-        weapons = rows("SELECT instance_id, character_id, weapon_id FROM pgcr.weapons")
-        players = rows("SELECT membership_id FROM pgcr.players")
-        rejects = rows(
-            "SELECT f.name, r.line_number"
-            " FROM protheon.rejects r JOIN protheon.files f USING (file_id)"
-        )
-    # Same sets and no duplicates: a list's length equal to its set's length.
-    assert len(instances) == len(expected.instances)
-    assert {row[0] for row in instances} == expected.instances
-    assert len(entries) == len(expected.entries) and set(entries) == expected.entries
-    assert len(weapons) == len(expected.weapons) and set(weapons) == expected.weapons
-    assert {row[0] for row in players} == expected.players
-    assert len(rejects) == len(expected.rejects) and set(rejects) == expected.rejects
+from tests.pipeline import (
+    all_done,
+    assert_database_matches_source,
+    blocked_in_lock,
+    gen,
+    status,
+    weapons_lock,
+)
 
 
 def test_master_and_two_workers_load_every_row_exactly_once(
     processes: Processes, pg_dsn: str, tmp_path: Path
 ) -> None:
     inbox, staging, workspace = tmp_path / "in", tmp_path / "later", tmp_path / "ws"
-    _gen(processes, inbox, "--files", "2", "--lines", "3000", "--seed", "7",
+    gen(processes, inbox, "--files", "2", "--lines", "3000", "--seed", "7",
          "--dup-rate", "0.05", "--bad-rate", "0.02")  # fmt: skip
-    _gen(processes, inbox, "--files", "1", "--lines", "2500", "--seed", "8", "--start-id",
+    gen(processes, inbox, "--files", "1", "--lines", "2500", "--seed", "8", "--start-id",
          "12000006000", "--dup-rate", "0.05", "--bad-rate", "0.02", "--multi-frame")  # fmt: skip
     # Re-uses seed 7: its PGCRs duplicate those of the first files, across files.
-    _gen(processes, staging, "--files", "1", "--lines", "3000", "--seed", "7",
+    gen(processes, staging, "--files", "1", "--lines", "3000", "--seed", "7",
          "--dup-rate", "0.05", "--bad-rate", "0.02")  # fmt: skip
     repeated = next(staging.glob("*.zst"))
     repeated.rename(staging / "12100000000-12100003000.jsonl.zst")
@@ -92,11 +59,11 @@ def test_master_and_two_workers_load_every_row_exactly_once(
         )
         for i in (1, 2)
     ]
-    wait_for(lambda: _all_done(processes, 3), 90, "the first three files to load")
+    wait_for(lambda: all_done(processes, 3), 90, "the first three files to load")
     # A file that appears while the master runs is picked up too (copied, then renamed in).
     shutil.copy(staging / "12100000000-12100003000.jsonl.zst", inbox / ".incoming.part")
     (inbox / ".incoming.part").rename(inbox / "12100000000-12100003000.jsonl.zst")
-    status = wait_for(lambda: _all_done(processes, 4), 90, "the late file to load")
+    status = wait_for(lambda: all_done(processes, 4), 90, "the late file to load")
     assert isinstance(status, dict)
 
     sources = sorted(inbox.glob("*.zst"))
@@ -119,43 +86,26 @@ def test_worker_killed_mid_job_loses_and_duplicates_nothing(
     processes: Processes, pg_dsn: str, tmp_path: Path
 ) -> None:
     inbox, workspace = tmp_path / "in", tmp_path / "ws"
-    _gen(processes, inbox, "--files", "2", "--lines", "2000", "--seed", "11",
+    gen(processes, inbox, "--files", "2", "--lines", "2000", "--seed", "11",
          "--dup-rate", "0.05", "--bad-rate", "0.01")  # fmt: skip
     port = free_port()
     processes.start("master", "master", "--input", str(inbox), "--workspace", str(workspace),
                     "--listen", f"127.0.0.1:{port}", "--chunk-lines", "1000")  # fmt: skip
 
-    # Hold a lock the worker's COPY into pgcr.weapons needs: it then stops mid-transaction,
-    # with instances and entries of its job already written but not committed.
-    blocker = psycopg.connect(pg_dsn)
-    blocker.execute("LOCK TABLE pgcr.weapons IN SHARE MODE")
-    doomed = processes.start("doomed", "worker", "--master", f"127.0.0.1:{port}",
-                             "--concurrency", "1", "--worker-name", "doomed")  # fmt: skip
-    with psycopg.connect(pg_dsn, autocommit=True) as watch:
-        wait_for(
-            lambda: watch.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'protheon-worker doomed'"
-                " AND wait_event_type = 'Lock'"
-            ).fetchone(),
-            60,
-            "the worker to block inside its job's transaction",
-        )
-        killed_job = watch.execute(
-            "SELECT job_id FROM protheon.jobs WHERE status = 'running' AND worker = 'doomed'"
-        ).fetchone()
-    assert killed_job is not None
-    doomed.send_signal(signal.SIGKILL)
-    doomed.wait(timeout=10)
-    blocker.rollback()
-    blocker.close()
+    with weapons_lock(pg_dsn):
+        doomed = processes.start("doomed", "worker", "--master", f"127.0.0.1:{port}",
+                                 "--concurrency", "1", "--worker-name", "doomed")  # fmt: skip
+        killed_job = blocked_in_lock(pg_dsn, "doomed")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
 
     processes.start("survivor", "worker", "--master", f"127.0.0.1:{port}",
                     "--concurrency", "1", "--worker-name", "survivor")  # fmt: skip
-    wait_for(lambda: _all_done(processes, 2), 90, "all files to load after the kill")
+    wait_for(lambda: all_done(processes, 2), 90, "all files to load after the kill")
     assert_database_matches_source(pg_dsn, sorted(inbox.glob("*.zst")))
     with psycopg.connect(pg_dsn) as conn:
         attempts, worker = conn.execute(
-            "SELECT attempts, worker FROM protheon.jobs WHERE job_id = %s", killed_job
+            "SELECT attempts, worker FROM protheon.jobs WHERE job_id = %s", (killed_job,)
         ).fetchone() or (0, "")
     assert attempts >= 2 and worker == "survivor", "the killed job was redelivered and redone"
 
@@ -165,7 +115,7 @@ def test_workers_wait_out_a_master_restart(
 ) -> None:
     """Jobs queued, master gone: workers wait for it (no delivery burnt), then finish the load."""
     inbox, workspace = tmp_path / "in", tmp_path / "ws"
-    _gen(processes, inbox, "--files", "1", "--lines", "3000", "--seed", "5", "--bad-rate", "0.01")
+    gen(processes, inbox, "--files", "1", "--lines", "3000", "--seed", "5", "--bad-rate", "0.01")
     port = free_port()
     master_args = ("master", "--input", str(inbox), "--workspace", str(workspace),
                    "--listen", f"127.0.0.1:{port}", "--chunk-lines", "500")  # fmt: skip
@@ -182,11 +132,11 @@ def test_workers_wait_out_a_master_restart(
     processes.start("worker", "worker", "--master", f"127.0.0.1:{port}", "--concurrency", "1")
     wait_for(lambda: "UNAVAILABLE" in processes.log("worker"), 30, "the worker to find no master")
     processes.start("master2", *master_args)
-    wait_for(lambda: _all_done(processes, 1), 90, "the load to finish after the restart")
+    wait_for(lambda: all_done(processes, 1), 90, "the load to finish after the restart")
     assert_database_matches_source(pg_dsn, sorted(inbox.glob("*.zst")))
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT max(attempts) FROM protheon.jobs").fetchone() == (1,)
-    assert _status(processes)["jobs_failed"] == 0
+    assert status(processes)["jobs_failed"] == 0
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     dead = connection.channel().queue_declare(f"{queue}.dead", passive=True)
     connection.close()
@@ -220,13 +170,13 @@ def test_worker_pool_runs_processes_and_drains_them_on_sigterm(
     processes: Processes, pg_dsn: str, tmp_path: Path
 ) -> None:
     inbox, workspace = tmp_path / "in", tmp_path / "ws"
-    _gen(processes, inbox, "--files", "1", "--lines", "4000", "--seed", "21")
+    gen(processes, inbox, "--files", "1", "--lines", "4000", "--seed", "21")
     port = free_port()
     processes.start("master", "master", "--input", str(inbox), "--workspace", str(workspace),
                     "--listen", f"127.0.0.1:{port}", "--chunk-lines", "500")  # fmt: skip
     pool = processes.start("pool", "worker", "--master", f"127.0.0.1:{port}",
                            "--concurrency", "2", "--worker-name", "pool")  # fmt: skip
-    wait_for(lambda: _all_done(processes, 1), 90, "the pool to load the file")
+    wait_for(lambda: all_done(processes, 1), 90, "the pool to load the file")
     with psycopg.connect(pg_dsn) as conn:
         names = {row[0] for row in conn.execute("SELECT DISTINCT worker FROM protheon.jobs")}
     assert names == {"pool/1", "pool/2"}, "both child processes took jobs"
