@@ -66,13 +66,12 @@ def retry(settings: Settings, job_ids: list[int] | None) -> list[int]:
         connection = broker.connect(settings.amqp_url, "protheon-jobs")
         try:
             channel = connection.channel()
-            channel.confirm_delivery()
-            broker.declare_queues(channel, settings.queue, settings.delivery_limit)
+            channel.confirm_delivery()  # the queues exist: the master declared them
             dead_letters.sort_out(
-                    channel, settings.queue,
-                    remove=lambda letter: letter.job is not None
-                    and letter.job.job_id in messages,
-                )  # fmt: skip
+                channel,
+                settings.queue,
+                remove=lambda letter: letter.job is not None and letter.job.job_id in messages,
+            )
             conn.execute(
                 "UPDATE protheon.jobs SET status = 'published', error = NULL,"
                 " published_at = now(), finished_at = NULL WHERE job_id = ANY(%s)",

@@ -109,8 +109,8 @@ class Processes:
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = run_protheon(*args, env=self.env)
-        if check:
-            result.check_returncode()
+        if check and result.returncode != 0:
+            pytest.fail(f"protheon {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
 
     def log(self, name: str) -> str:
