@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
@@ -62,12 +62,13 @@ def weapons_lock(dsn: str) -> Iterator[None]:
     try:
         yield
     finally:
-        blocker.rollback()
+        with suppress(psycopg.OperationalError):  # a PostgreSQL restart ended it already
+            blocker.rollback()
         blocker.close()
 
 
-def blocked_in_lock(dsn: str, worker_name: str, timeout: float = 60) -> int:
-    """Wait until ``worker_name`` waits on a lock inside a job; return that job's id."""
+def wait_blocked(dsn: str, worker_name: str, timeout: float = 60) -> None:
+    """Wait until ``worker_name``'s database session waits on a lock."""
     with psycopg.connect(dsn, autocommit=True) as watch:
         wait_for(
             lambda: watch.execute(
@@ -76,8 +77,14 @@ def blocked_in_lock(dsn: str, worker_name: str, timeout: float = 60) -> int:
                 (f"protheon-worker {worker_name}",),
             ).fetchone(),
             timeout,
-            f"{worker_name} to block inside its job's transaction",
+            f"{worker_name} to wait on a lock",
         )
+
+
+def blocked_in_lock(dsn: str, worker_name: str, timeout: float = 60) -> int:
+    """Wait until ``worker_name`` waits on a lock inside a job; return that job's id."""
+    wait_blocked(dsn, worker_name, timeout)
+    with psycopg.connect(dsn, autocommit=True) as watch:
         row = watch.execute(
             "SELECT job_id FROM protheon.jobs WHERE status = 'running' AND worker = %s",
             (worker_name,),

@@ -16,6 +16,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import psycopg
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protheon.master.ledger import MasterLedger
@@ -103,7 +104,13 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
     def CompleteJob(
         self, request: chunks_pb2.CompleteJobRequest, context: grpc.ServicerContext
     ) -> chunks_pb2.CompleteJobReply:
-        if not self._ledger.done_among([request.job_id]):
+        try:
+            done = self._ledger.done_among([request.job_id])
+        except psycopg.Error as exc:
+            # The sweep deletes the chunk later, from the ledger; the worker need not retry.
+            log.warning("job %d: cannot check the ledger (%s)", request.job_id, exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "ledger unavailable")
+        if not done:
             return chunks_pb2.CompleteJobReply(released=False)
         released = self._chunks.release(request.job_id)
         if released:
