@@ -52,7 +52,6 @@ class Settings:
     concurrency: int = dataclasses.field(default_factory=_default_concurrency)
     prefetch: int = 1
     drain_seconds: float = 60.0  # keep below the unit's TimeoutStopSec
-    dependency_patience: float = 600.0  # how long a job waits out a master/database outage
     worker_name: str = dataclasses.field(default_factory=_default_worker_name)
     # Both
     log_level: str = "INFO"

@@ -136,3 +136,17 @@ def test_generated_files_agree_with_the_oracle(tmp_path: Path) -> None:
     assert entries == expected.entries
     assert weapons == expected.weapons
     assert rejects == expected.rejects and len(rejects) == sum(f.bad_lines for f in made)
+
+
+def test_values_postgresql_would_refuse_become_rejects_not_copy_failures() -> None:
+    """Found in review: each of these used to fail the whole chunk's COPY or transaction."""
+    cases = {
+        "NUL in text": with_field("entries.0.player.characterClass", "Hun\u0000ter"),
+        "real overflow": with_field("entries.0.values.efficiency", 1e39),
+        "period overflow": with_field("period", "9999-12-31T23:59:59Z"),
+    }
+    cases["period overflow"]["entries"][0]["values"]["activityDurationSeconds"] = 3600
+    for name, pgcr in cases.items():
+        batch = _one(pgcr)
+        assert len(batch.rejects) == 1, name
+        assert not batch.instances and not batch.entries, name

@@ -129,6 +129,13 @@ class MasterLedger:
             )
         return cur.rowcount
 
+    def count_failed_jobs(self) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FROM protheon.jobs WHERE status = 'failed'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def open_jobs(self) -> list[JobRecord]:
         """Jobs whose chunk must still be kept and served (anything not done)."""
         with self._lock:

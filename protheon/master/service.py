@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 1.0
 DEAD_LETTER_INTERVAL = 30.0
 MAX_BACKOFF = 30.0
-_OUTAGES = (pika.exceptions.AMQPError, psycopg.OperationalError, ConnectionError)
+# Waited out with backoff. OSError covers the workspace too (a full disk): retry, not exit.
+_OUTAGES = (pika.exceptions.AMQPError, psycopg.OperationalError, OSError)
 
 
 class Master:
@@ -59,6 +60,7 @@ class Master:
         self.splitting = ""
         self._last_sweep = 0.0
         self._last_dead_letter_check = 0.0
+        self._failed_jobs = 0  # their chunks stay (for a retry) but do not take up room
         self._connection: pika.BlockingConnection | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class Master:
         self.settings.workspace.mkdir(parents=True, exist_ok=True)
         watchdog = Watchdog.start_for(self.notifier, self.progress)
         self._until_connected(self._recover_open_jobs)
+        self._remove_orphan_chunks()
         service = ChunkService(self.chunks, self._rpc_ledger, self.settings.rpc_piece_bytes)
         server, health, self.port = start_server(self.settings.listen, service)
         log.info("serving chunks on %s (port %d)", self.settings.listen, self.port)
@@ -133,6 +136,11 @@ class Master:
     # -- work --------------------------------------------------------------------------------
 
     def _connect_and_work(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self._connection.close()  # after a PostgreSQL outage: start clean
+        # A chunk recorded just as the ledger connection broke is registered here.
+        self._recover_open_jobs()
         self._connection = broker.connect(self.settings.amqp_url, "protheon-master")
         channel = self._connection.channel()
         channel.confirm_delivery()
@@ -176,6 +184,7 @@ class Master:
             for chunk in split_file(
                 source, self.settings.workspace, record.file_id, self.settings.chunk_lines,
                 self.settings.chunk_level, skip_lines=lines, first_seq=chunks,
+                on_block=self.progress.beat,
             ):  # fmt: skip
                 job_id = self.ledger.record_chunk(record.file_id, chunk)
                 lines, chunks = chunk.first_line - 1 + chunk.line_count, chunk.seq + 1
@@ -208,7 +217,7 @@ class Master:
     def _wait_for_room(self) -> bool:
         """Hold the splitter while ``max_ready_chunks`` chunks wait: the workspace stays bounded."""
         assert self._connection is not None
-        while len(self.chunks) >= self.settings.max_ready_chunks:
+        while len(self.chunks) - self._failed_jobs >= self.settings.max_ready_chunks:
             if self.stopping.is_set():
                 return False
             self._connection.process_data_events(time_limit=0.2)
@@ -226,6 +235,7 @@ class Master:
             self.chunks.release(job_id)
         for name in self.ledger.close_finished_files():
             log.info("%s: all jobs done", name)
+        self._failed_jobs = self.ledger.count_failed_jobs()
 
     def _check_dead_letters(self, channel: BlockingChannel) -> None:
         """Mark dead-lettered jobs failed in the ledger (a worker killed on its last delivery
@@ -245,11 +255,25 @@ class Master:
             if marked := self.ledger.mark_dead(job_ids, reason):
                 log.error("%d dead-lettered job(s) marked failed: %s", marked, reason)
 
+    def _remove_orphan_chunks(self) -> None:
+        """At start, delete chunk files no open job uses (done just before a crash, or cut
+        halfway: ``.part``). A resumed split writes its chunks anew."""
+        folder = self.settings.workspace / "chunks"
+        if not folder.is_dir():
+            return
+        keep = {chunk.path.name for chunk in map(self.chunks.get, self.chunks.job_ids()) if chunk}
+        for path in folder.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+                log.info("removed orphan chunk %s", path.name)
+
     def _recover_open_jobs(self) -> None:
         """Re-open the chunks of jobs not done (after a restart, from ledger and workspace)."""
         for record in self.ledger.open_jobs():
             job = record.message
             path = chunk_path(self.settings.workspace, job.file_id, job.seq)
+            if self.chunks.get(job.job_id):
+                continue
             if not path.exists():
                 log.error("job %d: chunk %s is missing from the workspace", job.job_id, path)
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,13 +52,24 @@ class _ChunkWriter:
         self._writer.flush(zstandard.FLUSH_FRAME)
         self._writer.close()  # type: ignore[no-untyped-call]
         size = self._fh.tell()
+        # On disk before the ledger points at it: after a power cut, a recorded chunk is whole.
+        os.fsync(self._fh.fileno())
         self._fh.close()
         os.replace(self.temp, self.path)
+        _fsync_directory(self.path.parent)
         return size
 
     def abandon(self) -> None:
         self._fh.close()
         self.temp.unlink(missing_ok=True)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def split_file(
@@ -69,6 +80,7 @@ def split_file(
     level: int = 3,
     skip_lines: int = 0,
     first_seq: int = 0,
+    on_block: Callable[[], None] = lambda: None,
 ) -> Iterator[Chunk]:
     """Yield chunks of ``source`` in order, starting after ``skip_lines`` lines (to resume).
 
@@ -107,6 +119,7 @@ def split_file(
     try:
         with fh:
             for block in decompressed_blocks(fh):
+                on_block()  # progress, also while skipping to where a resumed split left off
                 ends_with_newline = block.endswith(b"\n")
                 start = 0
                 if to_skip:

@@ -74,6 +74,21 @@ def _i32(value: float | None, what: str) -> int | None:
     raise RowError(f"{what}: {number} is out of range")
 
 
+_REAL_MAX = 3.4e38  # PostgreSQL real
+
+
+def _real(value: float | None, what: str) -> float | None:
+    if value is None or -_REAL_MAX <= value <= _REAL_MAX:  # NaN fails both comparisons
+        return value
+    raise RowError(f"{what}: {value} does not fit a real column")
+
+
+def _text(value: str | None, what: str) -> str | None:
+    if value is None or "\x00" not in value:
+        return value
+    raise RowError(f"{what}: contains a NUL character, which PostgreSQL text cannot hold")
+
+
 def _i16(value: float | None, what: str) -> int | None:
     return _int(value, _I16, what)
 
@@ -128,6 +143,8 @@ class Batch:
             self._add_pgcr(pgcr)
         except DecodeError as exc:
             self.add_reject(line_number, str(exc), line)
+        except (ValueError, OverflowError) as exc:  # e.g. a period near year 9999 + a duration
+            self.add_reject(line_number, f"invalid PGCR: {type(exc).__name__}: {exc}", line)
 
     def add_reject(self, line_number: int, error: str, line: bytes) -> None:
         raw = line[: REJECT_KEEP_CHARS * 4].decode("utf-8", "replace")[:REJECT_KEEP_CHARS]
@@ -234,7 +251,8 @@ def _entry_rows(
     values = entry.values
     ext = entry.extended.values if entry.extended is not None else None
     row: Row = (
-        instance_id, character_id, membership_id, membership_type, player.character_class,
+        instance_id, character_id, membership_id, membership_type,
+        _text(player.character_class, "characterClass"),
         _i64(player.class_hash, "classHash"), _i64(player.race_hash, "raceHash"),
         _i64(player.gender_hash, "genderHash"), _i32(player.character_level, "characterLevel"),
         _i32(player.light_level, "lightLevel"), _i64(player.emblem_hash, "emblemHash"),
@@ -246,7 +264,9 @@ def _entry_rows(
             None if values.completed is None else values.completed == 1,
             _i32(values.deaths, "deaths"), _i32(values.kills, "kills"),
             _i32(values.opponents_defeated, "opponentsDefeated"),
-            values.efficiency, values.kills_deaths_ratio, values.kills_deaths_assists,
+            _real(values.efficiency, "efficiency"),
+            _real(values.kills_deaths_ratio, "killsDeathsRatio"),
+            _real(values.kills_deaths_assists, "killsDeathsAssists"),
             _i32(values.activity_duration_seconds, "activityDurationSeconds"),
             _i32(values.completion_reason, "completionReason"),
             _i64(values.fireteam_id, "fireteamId"),
@@ -267,9 +287,11 @@ def _entry_rows(
     else:
         row += (None,) * 5
     player_row: Row = (
-        membership_id, membership_type, user.display_name, user.bungie_global_display_name,
+        membership_id, membership_type, _text(user.display_name, "displayName"),
+        _text(user.bungie_global_display_name, "bungieGlobalDisplayName"),
         _i32(user.bungie_global_display_name_code, "bungieGlobalDisplayNameCode"),
-        user.icon_path, _i16(user.cross_save_override, "crossSaveOverride"), instance_id, period,
+        _text(user.icon_path, "iconPath"), _i16(user.cross_save_override, "crossSaveOverride"),
+        instance_id, period,
     )  # fmt: skip
     return row, player_row
 
@@ -293,7 +315,7 @@ def _weapon_rows(instance_id: int, character_id: int, entry: Entry) -> list[Row]
                     instance_id, character_id, weapon_id,
                     _i32(values.unique_weapon_kills, "uniqueWeaponKills"),
                     _i32(values.unique_weapon_precision_kills, "uniqueWeaponPrecisionKills"),
-                    values.unique_weapon_kills_precision_kills,
+                    _real(values.unique_weapon_kills_precision_kills, "precision ratio"),
                 )
             )  # fmt: skip
     return rows

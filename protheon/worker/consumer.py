@@ -66,7 +66,6 @@ class Consumer:
         self._runner = JobRunner(
             self._client,
             self._writer,
-            patience=settings.dependency_patience,
             should_stop=lambda: self.stopping,
             on_progress=self.progress.beat,
         )
@@ -76,12 +75,19 @@ class Consumer:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._on_drain_request)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
             self.aborting = True
             return
         self.before_worker_shutdown()
+
+    def _on_drain_request(self, signum: int, frame: FrameType | None) -> None:
+        """SIGUSR1, from the pool parent: drain, and never escalate (systemd may also have
+        sent this process a SIGTERM of its own)."""
+        if not self.stopping:
+            self.before_worker_shutdown()
 
     def before_worker_shutdown(self) -> None:
         """Start draining: take no new job, finish those in hand, within the deadline."""

@@ -61,25 +61,23 @@ def is_transient(error: BaseException) -> bool:
 
 
 class JobRunner:
-    """Runs jobs; waits out a master or database restart instead of failing the delivery.
+    """Runs jobs; waits out a master or database outage instead of failing the delivery.
 
     A failed delivery counts towards the queue's delivery limit, after which the job is
     dead-lettered, so only errors that would recur (a chunk that is gone, a job unknown to the
-    ledger) should fail one. Transient errors are retried here, with backoff, for up to
-    ``patience`` seconds, or until ``should_stop()`` says the worker is draining.
+    ledger) should fail one. Transient errors are retried here, with backoff, for as long as
+    the outage lasts, or until ``should_stop()`` says the worker is draining.
     """
 
     def __init__(
         self,
         client: ChunkClient,
         writer: JobWriter,
-        patience: float = 600.0,
         should_stop: Callable[[], bool] = lambda: False,
         on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.writer = writer
-        self.patience = patience
         self.should_stop = should_stop
         self.on_progress = on_progress
 
@@ -91,8 +89,7 @@ class JobRunner:
             try:
                 return self._attempt(job, started, count_attempt=first)
             except Exception as exc:
-                waited = time.monotonic() - started
-                if not is_transient(exc) or waited > self.patience or self.should_stop():
+                if not is_transient(exc) or self.should_stop():
                     self._record_error(job.job_id, exc)
                     raise
                 log.warning("job %d: %s; retrying in %.1fs", job.job_id, exc, delay)

@@ -1,9 +1,10 @@
 """``--concurrency N``: N consumer processes, because parsing is CPU-bound and holds the GIL.
 
-The parent only supervises: it forwards SIGTERM (a terminal's Ctrl-C reaches the children by
-itself, being sent to the whole process group), restarts a child that crashes, and exits when
-all children have. Under systemd each process is its own unit instance instead
-(``protheon-worker@N``), which runs with concurrency 1.
+The parent only supervises: on SIGTERM it asks the children to drain with SIGUSR1, which never
+escalates to an abort (systemd's default KillMode sends SIGTERM to every process of the unit as
+well, and a terminal's Ctrl-C reaches the whole process group); it restarts a child that
+crashes, and exits when all children have. Under systemd each process is rather its own unit
+instance (``protheon-worker@N``), which runs with concurrency 1.
 """
 
 from __future__ import annotations
@@ -62,10 +63,9 @@ def run_workers(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
         notifier.stopping("draining worker processes")
-        if signum == signal.SIGTERM:
-            for process in children.values():
-                if process.pid is not None and process.is_alive():
-                    process.terminate()
+        for process in children.values():
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGUSR1)
 
     children = {index: start(index) for index in range(1, settings.concurrency + 1)}
     signal.signal(signal.SIGTERM, on_signal)

@@ -80,6 +80,9 @@ class JobWriter:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = db.connect(self._dsn, f"protheon-worker {self._worker}", autocommit=True)
+            # A worker that vanished mid-job must not hold its job's locks for hours: its
+            # session would sit idle in transaction, which the server then ends.
+            self._conn.execute("SET idle_in_transaction_session_timeout = '5min'")
             with self._conn.transaction():
                 for table in ("instances", "players"):
                     self._conn.execute(
@@ -176,6 +179,7 @@ class JobWriter:
                 return WriteResult(already_done=True)
             for batch in batches:
                 owned = self._insert_instances(cur, batch.instances)
+                cur.execute("TRUNCATE staging_instances")  # each batch sees only its own rows
                 entries = sorted(row for row in batch.entries if row[0] in owned)
                 weapons = sorted(row for row in batch.weapons if row[0] in owned)
                 _copy(cur, sql.Identifier("pgcr", "entries"), ENTRY_COLUMNS, entries)
