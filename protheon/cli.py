@@ -42,12 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--chunk-lines", type=int)
     master.add_argument("--max-ready-chunks", type=int)
     master.add_argument("--settle-seconds", type=float)
+    master.add_argument("--metrics-port", dest="master_metrics_port", type=int)
 
     worker = commands.add_parser("worker", help="run worker processes")
     worker.add_argument("--master", help="master's gRPC HOST:PORT (PROTHEON_MASTER)")
     worker.add_argument("--concurrency", type=int, help="consumer processes (default: CPUs)")
     worker.add_argument("--prefetch", type=int)
     worker.add_argument("--worker-name")
+    worker.add_argument("--worker-index", type=int, help="Nth worker process of this host")
+    worker.add_argument("--metrics-port", dest="worker_metrics_port", type=int,
+                        help="port of worker 1; worker N uses port + N - 1")  # fmt: skip
 
     jobs = commands.add_parser("jobs", help="look at jobs and retry failed ones")
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
@@ -64,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=5.0)
 
     status = commands.add_parser("status", help="progress of the load")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="machine-readable, for scripts")
+    status.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     return parser
 
 
@@ -133,6 +138,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from protheon import status
 
+    if args.watch:
+        status.watch(settings.pg_dsn)
+        return 0
     values = status.summary(settings.pg_dsn)
     print(status.to_json(values) if args.json else status.render(values))
     return 0

@@ -53,8 +53,12 @@ class Settings:
     prefetch: int = 1
     drain_seconds: float = 60.0  # keep below the unit's TimeoutStopSec
     worker_name: str = dataclasses.field(default_factory=_default_worker_name)
+    worker_index: int = 1  # this process among a host's workers: names it, offsets its port
     # Both
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"  # deployments set the LAN address Prometheus scrapes
+    master_metrics_port: int = 9400  # 0 turns the endpoint off
+    worker_metrics_port: int = 9410  # the first worker's; worker N listens on this + N - 1
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

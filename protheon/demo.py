@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "master": ["master", "--input", str(inbox), "--workspace", str(workspace),
                    "--listen", listen, "--chunk-lines", "5000"],
-        "worker-1": ["worker", "--master", listen, "--concurrency", "1", "--worker-name", "demo-1"],
-        "worker-2": ["worker", "--master", listen, "--concurrency", "1", "--worker-name", "demo-2"],
+        "worker-1": ["worker", "--master", listen, "--concurrency", "1", "--worker-name", "demo-1",
+                     "--worker-index", "1"],
+        "worker-2": ["worker", "--master", listen, "--concurrency", "1", "--worker-name", "demo-2",
+                     "--worker-index", "2"],
     }  # fmt: skip
     processes = {
         name: subprocess.Popen(

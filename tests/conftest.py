@@ -132,6 +132,9 @@ def protheon_env(pg_dsn: str, queue: str) -> dict[str, str]:
         "PROTHEON_QUEUE": queue,
         "PROTHEON_SETTLE_SECONDS": "0.3",
         "PROTHEON_SCAN_INTERVAL": "0.2",
+        # Off unless a test asks: parallel processes would fight over the default ports.
+        "PROTHEON_MASTER_METRICS_PORT": "0",
+        "PROTHEON_WORKER_METRICS_PORT": "0",
     }
 
 

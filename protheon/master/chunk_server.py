@@ -20,6 +20,7 @@ import psycopg
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protheon.master.ledger import MasterLedger
+from protheon.master.metrics import CHUNK_SERVED_BYTES, CHUNK_STREAMS
 from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
             fh = chunk.path.open("rb")
         except FileNotFoundError:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id}: chunk is gone")
-        with fh:
+        with fh, CHUNK_STREAMS.track_inprogress():
             offset = 0
             while context.is_active():
                 data = fh.read(self._piece_bytes)
@@ -98,6 +99,7 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
                     break
                 yield chunks_pb2.ChunkPiece(data=data, offset=offset, total_size=chunk.size)
                 offset += len(data)
+                CHUNK_SERVED_BYTES.inc(len(data))
         if offset != chunk.size and context.is_active():
             context.abort(grpc.StatusCode.DATA_LOSS, f"job {request.job_id}: chunk size changed")
 

@@ -27,8 +27,9 @@ import psycopg
 from grpc_health.v1.health import HealthServicer
 from pika.adapters.blocking_connection import BlockingChannel
 
-from protheon import broker, dead_letters
+from protheon import broker, dead_letters, metrics, status
 from protheon.config import Settings
+from protheon.master import metrics as master_metrics
 from protheon.master.chunk_server import ChunkService, OpenChunk, OpenChunks, start_server
 from protheon.master.ledger import FileRecord, MasterLedger
 from protheon.master.splitter import chunk_path, split_file
@@ -39,7 +40,8 @@ from protheon.zstdio import InputError
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
-DEAD_LETTER_INTERVAL = 30.0
+DEAD_LETTER_INTERVAL = 10.0
+LEDGER_EXPORT_INTERVAL = 5.0
 MAX_BACKOFF = 30.0
 # Waited out with backoff. OSError covers the workspace too (a full disk): retry, not exit.
 _OUTAGES = (pika.exceptions.AMQPError, psycopg.OperationalError, OSError)
@@ -60,6 +62,7 @@ class Master:
         self.splitting = ""
         self._last_sweep = 0.0
         self._last_dead_letter_check = 0.0
+        self._last_ledger_export = 0.0
         self._failed_jobs = 0  # their chunks stay (for a retry) but do not take up room
         self._connection: pika.BlockingConnection | None = None
 
@@ -69,6 +72,7 @@ class Master:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("%s: draining: no more publishing", signal.Signals(signum).name)
             self.notifier.stopping("draining: letting open chunk streams finish")
+            metrics.DRAINING.set(1)
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -77,6 +81,9 @@ class Master:
     def run(self) -> int:
         self.settings.workspace.mkdir(parents=True, exist_ok=True)
         watchdog = Watchdog.start_for(self.notifier, self.progress)
+        metrics.serve(self.settings.metrics_host, self.settings.master_metrics_port, "master")
+        metrics.track_lifecycle(self.progress, watchdog)
+        master_metrics.CHUNKS_OPEN.set_function(lambda: len(self.chunks))
         self._until_connected(self._recover_open_jobs)
         self._remove_orphan_chunks()
         service = ChunkService(self.chunks, self._rpc_ledger, self.settings.rpc_piece_bytes)
@@ -152,6 +159,7 @@ class Master:
         while not self.stopping.is_set():
             self._work_once(channel)
             self._check_dead_letters(channel)
+            self._export_ledger()
             self.progress.beat()
             self.notifier.status(self._status_text())
             self._connection.sleep(self.settings.scan_interval)
@@ -168,14 +176,16 @@ class Master:
         for found in self.watcher.scan(set(known)):
             if self.stopping.is_set():
                 return
-            self._split(channel, self._register(found))
+            self._split(channel, self._register(found), first_seen=found.first_seen)
         self._sweep(force=True)
 
     def _register(self, found: InputFile) -> FileRecord:
         log.info("new input file %s (%d bytes)", found.name, found.size)
         return self.ledger.register_file(found.name, found.size, found.mtime)
 
-    def _split(self, channel: BlockingChannel, record: FileRecord) -> None:
+    def _split(
+        self, channel: BlockingChannel, record: FileRecord, first_seen: float | None = None
+    ) -> None:
         source = self.settings.input / record.name
         lines, chunks = record.lines_split, record.chunks_split
         started = time.monotonic()
@@ -194,6 +204,9 @@ class Master:
                     chunk.line_count, chunk.byte_size, chunk.raw_size,
                 )  # fmt: skip
                 self._publish(channel, message)
+                if first_seen is not None:  # a new file: how soon did its first job go out?
+                    master_metrics.FIRST_JOB_SECONDS.observe(time.monotonic() - first_seen)
+                    first_seen = None
                 self.progress.beat()
                 if not self._wait_for_room():
                     return  # stopping: the file stays 'splitting' and resumes on the next start
@@ -213,6 +226,7 @@ class Master:
         broker.publish_job(channel, self.settings.queue, message)
         self.ledger.mark_published(message.job_id)
         self.published += 1
+        master_metrics.JOBS_PUBLISHED.inc()
 
     def _wait_for_room(self) -> bool:
         """Hold the splitter while ``max_ready_chunks`` chunks wait: the workspace stays bounded."""
@@ -244,7 +258,9 @@ class Master:
         if now - self._last_dead_letter_check < DEAD_LETTER_INTERVAL:
             return
         self._last_dead_letter_check = now
-        if not dead_letters.depth(channel, self.settings.queue):
+        depth = dead_letters.depth(channel, self.settings.queue)
+        master_metrics.DEAD_LETTERS.set(depth)
+        if not depth:
             return
         letters = dead_letters.sort_out(channel, self.settings.queue, remove=lambda _: False)
         by_reason: dict[str, list[int]] = {}
@@ -254,6 +270,14 @@ class Master:
         for reason, job_ids in by_reason.items():
             if marked := self.ledger.mark_dead(job_ids, reason):
                 log.error("%d dead-lettered job(s) marked failed: %s", marked, reason)
+
+    def _export_ledger(self) -> None:
+        """Refresh the gauges of the whole load (the ledger's view, all workers together)."""
+        now = time.monotonic()
+        if now - self._last_ledger_export < LEDGER_EXPORT_INTERVAL:
+            return
+        self._last_ledger_export = now
+        master_metrics.publish_ledger(status.summary(self.settings.pg_dsn))
 
     def _remove_orphan_chunks(self) -> None:
         """At start, delete chunk files no open job uses (done just before a crash, or cut

@@ -27,6 +27,7 @@ class InputFile:
     path: Path
     size: int
     mtime: datetime
+    first_seen: float  # time.monotonic() when the watcher first saw it
 
 
 @dataclasses.dataclass
@@ -41,6 +42,7 @@ class InputWatcher:
         self.folder = folder
         self.settle_seconds = settle_seconds
         self._seen: dict[str, _Seen] = {}
+        self._first_seen: dict[str, float] = {}
 
     def scan(self, known: set[str]) -> list[InputFile]:
         """Complete files not in ``known``, oldest name first (names sort by instance-id range)."""
@@ -63,6 +65,7 @@ class InputWatcher:
             except OSError:
                 continue
             present.add(name)
+            self._first_seen.setdefault(name, now)
             seen = self._seen.get(name)
             if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
                 self._seen[name] = _Seen(stat.st_size, stat.st_mtime_ns, now)
@@ -71,9 +74,12 @@ class InputWatcher:
                 seen = self._seen[name]
             if now - seen.since >= self.settle_seconds:
                 mtime = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
-                ready.append(InputFile(name, Path(entry.path), stat.st_size, mtime))
+                first_seen = self._first_seen.get(name, seen.since)
+                ready.append(InputFile(name, Path(entry.path), stat.st_size, mtime, first_seen))
         for name in set(self._seen) - present:
             del self._seen[name]
+        for name in set(self._first_seen) - present:
+            del self._first_seen[name]
         return ready
 
 

@@ -27,9 +27,10 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from protheon import broker
+from protheon import broker, metrics
 from protheon.config import Settings
 from protheon.sdnotify import Notifier, Progress, Watchdog
+from protheon.worker import metrics as worker_metrics
 from protheon.worker.chunk_client import ChunkClient
 from protheon.worker.job import JobOutcome, JobRunner, is_transient
 from protheon.worker.writer import JobWriter
@@ -92,6 +93,7 @@ class Consumer:
     def before_worker_shutdown(self) -> None:
         """Start draining: take no new job, finish those in hand, within the deadline."""
         self.stopping = True
+        metrics.DRAINING.set(1)
         self.drain_deadline = time.monotonic() + self.settings.drain_seconds
         log.info("draining: no new jobs; finishing %d within %.0fs", self.in_flight,
                  self.settings.drain_seconds)  # fmt: skip
@@ -99,6 +101,7 @@ class Consumer:
 
     def run(self) -> int:
         watchdog = Watchdog.start_for(self.notifier, self.progress)
+        metrics.track_lifecycle(self.progress, watchdog)
         backoff = 1.0
         try:
             while not self.stopping:
@@ -148,6 +151,7 @@ class Consumer:
             consuming = True
             while consuming or self.in_flight:
                 connection.process_data_events(time_limit=0.5)
+                worker_metrics.IN_FLIGHT.set(self.in_flight)
                 if not self.in_flight:
                     self.progress.beat()  # idle and polling: alive
                 self._check_stop(connection)
@@ -201,6 +205,8 @@ class Consumer:
             log.error("rejecting message %r: %s", properties.message_id, exc)
             channel.basic_reject(method.delivery_tag, requeue=False)  # → dead-letter queue
             return
+        if method.redelivered:
+            worker_metrics.JOBS_REDELIVERED.inc()
         deliveries = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         final = deliveries > self.settings.delivery_limit
         self.in_flight += 1
@@ -241,6 +247,7 @@ class Consumer:
         error = done.exception()
         if error is not None:
             log.error("job %d (%s #%d) failed: %s", job.job_id, job.file_name, job.seq, error)
+            worker_metrics.JOBS_FAILED.inc()
             requeue = functools.partial(self._requeue, channel, method.delivery_tag)
             self.in_flight += 1
             connection.call_later(0 if self.stopping else RETRY_DELAY, requeue)
@@ -251,6 +258,7 @@ class Consumer:
             self.jobs_done += 1
             result = outcome.result
             self.pgcrs_done += result.pgcrs
+            worker_metrics.record_job(result, outcome.seconds)
             log.info(
                 "job %d (%s #%d): %d PGCRs, %d duplicates, %d rejects in %.2fs",
                 job.job_id, job.file_name, job.seq, result.pgcrs, result.duplicates,
@@ -258,6 +266,8 @@ class Consumer:
             )  # fmt: skip
         else:
             log.info("job %d: %s; acked", job.job_id, outcome.note)
+            if outcome.done:
+                worker_metrics.JOBS_ALREADY_DONE.inc()
         if outcome.done:
             self._executor.submit(self._client.complete, job.job_id)
 

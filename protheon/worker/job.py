@@ -13,6 +13,7 @@ import psycopg
 from protheon.broker import JobMessage
 from protheon.pgcr.transform import batches
 from protheon.worker.chunk_client import ChunkClient, ChunkUnavailable
+from protheon.worker.metrics import CHUNK_RECEIVED_BYTES
 from protheon.worker.writer import JobWriter, WriteResult
 from protheon.zstdio import decompressed_blocks
 
@@ -104,6 +105,7 @@ class JobRunner:
         if blocked is not None:
             return JobOutcome(job.job_id, None, f"job is {blocked}", time.monotonic() - started)
         data = self.client.fetch(job.job_id, job.byte_size, self.on_progress)
+        CHUNK_RECEIVED_BYTES.inc(len(data))
         result = self.writer.write(
             job.job_id,
             job.file_id,

@@ -26,8 +26,11 @@ RESTART_DELAY = 2.0
 
 
 def run_consumer(settings: Settings) -> int:
+    from protheon import metrics
     from protheon.worker.consumer import Consumer
 
+    port = settings.worker_metrics_port
+    metrics.serve(settings.metrics_host, port + settings.worker_index - 1 if port else 0, "worker")
     consumer = Consumer(settings)
     consumer.install_signal_handlers()
     return consumer.run()
@@ -52,7 +55,9 @@ def run_workers(settings: Settings) -> int:
         os.environ.pop(variable, None)
 
     def start(index: int) -> BaseProcess:
-        child_settings = settings.replace(worker_name=f"{settings.worker_name}/{index}")
+        child_settings = settings.replace(
+            worker_name=f"{settings.worker_name}/{index}", worker_index=index
+        )
         process = context.Process(
             target=_child_main, args=(child_settings, settings.log_level), name=f"worker-{index}"
         )
