@@ -4,7 +4,7 @@ PIP := $(VENV)/bin/pip
 PROTHEON := $(VENV)/bin/protheon
 PROTO_OUT := protheon/rpc/v1
 
-.PHONY: venv proto lint test test-fast demo bench clean
+.PHONY: venv proto lint test test-fast demo bench dashboard clean
 
 venv: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ proto: venv
 		proto/protheon/rpc/v1/chunks.proto
 
 lint: venv
-	$(VENV)/bin/ruff check protheon tests
+	$(VENV)/bin/ruff check protheon tests grafana
 	$(VENV)/bin/mypy protheon
 
 test: venv
@@ -27,6 +27,9 @@ test: venv
 
 test-fast: venv
 	$(VENV)/bin/pytest -q -m 'not slow'
+
+dashboard: venv
+	$(PY) grafana/build_dashboard.py
 
 demo: venv
 	$(VENV)/bin/python -m protheon.demo

@@ -17,6 +17,7 @@ FIRST_JOB_SECONDS = Histogram(
     buckets=(0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
 )
 DEAD_LETTERS = Gauge("protheon_dead_letters", "Jobs waiting in the dead-letter queue")
+QUEUE_MESSAGES = Gauge("protheon_queue_messages", "Jobs waiting in the job queue (not delivered)")
 
 # From the ledger (the whole load, all workers), refreshed every few seconds.
 FILES = Gauge("protheon_files", "Input files in the ledger", ["status"])

@@ -40,7 +40,7 @@ from protheon.zstdio import InputError
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
-DEAD_LETTER_INTERVAL = 10.0
+QUEUE_CHECK_INTERVAL = 10.0
 LEDGER_EXPORT_INTERVAL = 5.0
 MAX_BACKOFF = 30.0
 # Waited out with backoff. OSError covers the workspace too (a full disk): retry, not exit.
@@ -158,7 +158,7 @@ class Master:
         self.notifier.ready(self._status_text())
         while not self.stopping.is_set():
             self._work_once(channel)
-            self._check_dead_letters(channel)
+            self._check_queues(channel)
             self._export_ledger()
             self.progress.beat()
             self.notifier.status(self._status_text())
@@ -251,13 +251,15 @@ class Master:
             log.info("%s: all jobs done", name)
         self._failed_jobs = self.ledger.count_failed_jobs()
 
-    def _check_dead_letters(self, channel: BlockingChannel) -> None:
-        """Mark dead-lettered jobs failed in the ledger (a worker killed on its last delivery
-        could not); the letters stay in the queue until an operator retries them."""
+    def _check_queues(self, channel: BlockingChannel) -> None:
+        """Export queue depths; mark dead-lettered jobs failed in the ledger (a worker killed on
+        its last delivery could not); the letters stay in the queue until a retry."""
         now = time.monotonic()
-        if now - self._last_dead_letter_check < DEAD_LETTER_INTERVAL:
+        if now - self._last_dead_letter_check < QUEUE_CHECK_INTERVAL:
             return
         self._last_dead_letter_check = now
+        waiting = channel.queue_declare(self.settings.queue, passive=True)
+        master_metrics.QUEUE_MESSAGES.set(waiting.method.message_count)
         depth = dead_letters.depth(channel, self.settings.queue)
         master_metrics.DEAD_LETTERS.set(depth)
         if not depth:
