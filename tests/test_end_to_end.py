@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -166,6 +167,14 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert written and int(written.group(1).replace(",", "")) > 10_000
 
 
+def _scrape(port: int, metric: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{metric} not served on port {port}")
+
+
 def test_worker_pool_runs_processes_and_drains_them_on_sigterm(
     processes: Processes, pg_dsn: str, tmp_path: Path
 ) -> None:
@@ -174,9 +183,14 @@ def test_worker_pool_runs_processes_and_drains_them_on_sigterm(
     port = free_port()
     processes.start("master", "master", "--input", str(inbox), "--workspace", str(workspace),
                     "--listen", f"127.0.0.1:{port}", "--chunk-lines", "500")  # fmt: skip
+    metrics_port = free_port()
     pool = processes.start("pool", "worker", "--master", f"127.0.0.1:{port}",
-                           "--concurrency", "2", "--worker-name", "pool")  # fmt: skip
+                           "--concurrency", "2", "--worker-name", "pool",
+                           "--metrics-port", str(metrics_port))  # fmt: skip
     wait_for(lambda: all_done(processes, 1), 90, "the pool to load the file")
+    # Each process serves its own metrics (port, port + 1); together they count every job.
+    done = [_scrape(metrics_port + offset, "protheon_jobs_done_total") for offset in (0, 1)]
+    assert all(count > 0 for count in done) and sum(done) == 8
     with psycopg.connect(pg_dsn) as conn:
         names = {row[0] for row in conn.execute("SELECT DISTINCT worker FROM protheon.jobs")}
     assert names == {"pool/1", "pool/2"}, "both child processes took jobs"
