@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from protheon import logs
 from protheon.config import ConfigError, Settings, load_settings
 
 
@@ -83,12 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"protheon: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pika narrates every connection step at INFO; operators need its warnings only.
-    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.root.level))
+    logs.configure(settings.log_level)
     handler = _COMMANDS[args.command]
     return handler(args, settings)
 

@@ -17,6 +17,7 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from protheon import logs
 from protheon.config import Settings
 from protheon.sdnotify import Notifier
 
@@ -37,10 +38,7 @@ def run_consumer(settings: Settings) -> int:
 
 
 def _child_main(settings: Settings, log_level: str) -> None:
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.root.level))
+    logs.configure(log_level)
     raise SystemExit(run_consumer(settings))
 
 
