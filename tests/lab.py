@@ -88,6 +88,7 @@ class AptCache:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        bridge_up()  # it binds the bridge address
         config = CACHE / "acng-conf"
         shutil.rmtree(config, ignore_errors=True)
         shutil.copytree("/etc/apt-cacher-ng", config)
