@@ -161,8 +161,9 @@ def test_services_run_hardened_and_listen_on_the_lan_only(converged: Lab) -> Non
             assert worker.show(f"protheon-worker@{index}", "ActiveState") == "active"
         assert worker.show("protheon-workers.target", "ActiveState") == "active"
     listening = master.sh("ss -Hltn").stdout
-    for port in ("9090", "9100", "9187", "15692", "50051", "9400"):
-        assert f"{master.address}:{port}" in listening, port
+    for port in ("9090", "9100", "9187", "15692", "50051", "9400", "5432", "5672"):
+        lan = (f"{master.address}:{port}", f"[::ffff:{master.address}]:{port}")
+        assert any(address in listening for address in lan), port
         assert f"0.0.0.0:{port}" not in listening and f"*:{port}" not in listening, port
     config = master.sh("stat -c '%U:%G %a' /etc/protheon/master.toml").stdout.strip()
     assert config == "root:protheon 640"
