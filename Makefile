@@ -4,7 +4,7 @@ PIP := $(VENV)/bin/pip
 PROTHEON := $(VENV)/bin/protheon
 PROTO_OUT := protheon/rpc/v1
 
-.PHONY: venv proto lint test test-fast demo bench dashboard clean
+.PHONY: venv proto lint test test-fast demo bench dashboard wheelhouse deploy clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ test-fast: venv
 
 dashboard: venv
 	$(PY) grafana/build_dashboard.py
+
+wheelhouse: venv
+	rm -rf wheelhouse && $(PIP) wheel --quiet -w wheelhouse . && rm -f wheelhouse/protheon-*.whl
+
+deploy: venv
+	cd ansible && ../$(VENV)/bin/ansible-playbook site.yml -i ../inventory.ini
 
 demo: venv
 	$(VENV)/bin/python -m protheon.demo
