@@ -111,29 +111,25 @@ class JobWriter:
 
     def record_error(self, job_id: int, error: str) -> None:
         """Leave the job for another attempt, with the reason an operator will see."""
-        try:
-            conn = self._connection()
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE protheon.jobs SET status = 'published', error = %s"
-                    " WHERE job_id = %s AND status <> 'done'",
-                    (error[:2000], job_id),
-                )
-        except psycopg.Error:
-            log.exception("job %d: could not record its error in the ledger", job_id)
+        self._set_error(job_id, "published", error)
 
     def mark_failed(self, job_id: int, error: str) -> None:
         """The job's last allowed delivery failed: RabbitMQ dead-letters it; the ledger says so."""
+        self._set_error(job_id, "failed", error)
+
+    def _set_error(self, job_id: int, status: str, error: str) -> None:
+        """Best effort: the ledger may be the thing that is down."""
         try:
             conn = self._connection()
             with conn.transaction():
                 conn.execute(
-                    "UPDATE protheon.jobs SET status = 'failed', error = %s, finished_at = now()"
+                    "UPDATE protheon.jobs SET status = %s, error = %s,"
+                    " finished_at = CASE WHEN %s = 'failed' THEN now() END"
                     " WHERE job_id = %s AND status <> 'done'",
-                    (error[:2000], job_id),
+                    (status, error[:2000], status, job_id),
                 )
         except psycopg.Error:
-            log.exception("job %d: could not mark it failed in the ledger", job_id)
+            log.exception("job %d: could not record %s in the ledger", job_id, status)
 
     def write(
         self,
