@@ -86,13 +86,25 @@ def test_file_removed_and_recreated_must_settle_again(tmp_path: Path) -> None:
     watcher.scan(set())
     time.sleep(SETTLE * 1.25)
     assert _names(watcher.scan(set())) == ["a.zst"]
-    mtime_ns = path.stat().st_mtime_ns
 
     path.unlink()
     assert watcher.scan(set()) == []
-    path.write_bytes(b"xyz")  # same size, and the same mtime: only forgetting tells it apart
-    os.utime(path, ns=(mtime_ns, mtime_ns))
+    path.write_bytes(b"xyz")  # written just now: it must settle again
     assert watcher.scan(set()) == []
+    time.sleep(SETTLE * 1.25)
+    assert _names(watcher.scan(set())) == ["a.zst"]
+
+
+def test_a_file_renamed_in_long_after_it_was_written_is_ready_at_once(tmp_path: Path) -> None:
+    """rsync and `protheon gen` write under a temporary name, then rename: no wait needed."""
+    staging = tmp_path / ".a.zst.part"
+    staging.write_bytes(b"abc")
+    old = time.time() - SETTLE * 2
+    os.utime(staging, (old, old))
+    watcher = InputWatcher(tmp_path, SETTLE)
+    assert watcher.scan(set()) == []
+    staging.rename(tmp_path / "a.zst")
+    assert _names(watcher.scan(set())) == ["a.zst"]
 
 
 def test_temporary_hidden_and_foreign_names_are_ignored(tmp_path: Path) -> None:

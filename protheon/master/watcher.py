@@ -1,7 +1,8 @@
 """Find input files that are complete.
 
 There is no portable "file closed" event across NFS, SMB and local disks, so a file counts as
-complete once its size and mtime have stayed the same for ``settle_seconds``. Names starting
+complete once its size and mtime have stayed the same for ``settle_seconds`` (a file whose
+mtime is already that old when first seen counts at once). Names starting
 with a dot or ending in ``.part``/``.tmp`` are never read: writers that copy under a temporary
 name and rename (rsync, ``protheon gen``) are then picked up the moment they rename.
 """
@@ -68,9 +69,11 @@ class InputWatcher:
             self._first_seen.setdefault(name, now)
             seen = self._seen.get(name)
             if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-                self._seen[name] = _Seen(stat.st_size, stat.st_mtime_ns, now)
-                if self.settle_seconds > 0:
-                    continue
+                # Unchanged for settle_seconds already (renamed in after being written, as
+                # rsync and `protheon gen` do): ready at first sight, no waiting.
+                age = time.time() - stat.st_mtime_ns / 1e9
+                since = now - age if seen is None and age > 0 else now
+                self._seen[name] = _Seen(stat.st_size, stat.st_mtime_ns, since)
                 seen = self._seen[name]
             if now - seen.since >= self.settle_seconds:
                 mtime = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
