@@ -19,7 +19,7 @@ proto: venv
 		proto/protheon/rpc/v1/chunks.proto
 
 lint: venv
-	$(VENV)/bin/ruff check protheon tests grafana
+	$(VENV)/bin/ruff check protheon tests grafana bench
 	$(VENV)/bin/mypy protheon
 
 test: venv
@@ -27,6 +27,9 @@ test: venv
 
 test-fast: venv
 	$(VENV)/bin/pytest -q -m 'not slow'
+
+bench: venv
+	$(PY) bench/run.py
 
 dashboard: venv
 	$(PY) grafana/build_dashboard.py
