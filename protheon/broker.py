@@ -27,6 +27,7 @@ class JobMessage:
     line_count: int
     byte_size: int
     raw_size: int
+    head_skip: int = 0  # decompressed bytes at the chunk's start that belong to the chunk before
 
     def encode(self) -> bytes:
         return json.dumps({"v": MESSAGE_VERSION, **dataclasses.asdict(self)}).encode()

@@ -97,7 +97,8 @@ def served(pg_dsn: str, tmp_path: Path) -> Iterator[Served]:
 
 
 def test_fetch_returns_the_exact_bytes(served: Served) -> None:
-    data = served.client.fetch(served.job_id, served.chunk.byte_size)
+    data, tail = served.client.fetch(served.job_id, served.chunk.byte_size)
+    assert tail == b""
     assert data == served.chunk.path.read_bytes()
     assert len(list(read_lines(served.chunk.path))) == served.chunk.line_count
 
@@ -152,7 +153,8 @@ def test_complete_is_refused_until_the_ledger_says_done(served: Served) -> None:
     assert served.chunks.get(served.job_id) is not None
     # Still served.
     assert served.client.fetch(served.job_id, served.chunk.byte_size) == (
-        served.chunk.path.read_bytes()
+        served.chunk.path.read_bytes(),
+        b"",
     )
 
     _mark_done(served.dsn, served.job_id)

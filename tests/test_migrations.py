@@ -15,7 +15,8 @@ from psycopg import sql
 from protheon import db
 from tests.conftest import ADMIN_DSN, drop_database, dsn_for, run_protheon
 
-MIGRATIONS = ["0001_initial.sql"]
+MIGRATIONS = ["0001_initial.sql", "0002_passthrough_chunks.sql"]
+RECORDED = [(1, "0001_initial.sql"), (2, "0002_passthrough_chunks.sql")]
 
 
 def _exists(name: str) -> bool:
@@ -56,15 +57,15 @@ def _recorded(dsn: str) -> list[tuple[int, str]]:
 
 def test_bundled_migrations() -> None:
     found = db.available_migrations()
-    assert [(version, name) for version, name, _ in found] == [(1, "0001_initial.sql")]
+    assert [(version, name) for version, name, _ in found] == RECORDED
     assert "CREATE TABLE pgcr.instances" in found[0][2]
 
 
 def test_migrate_applies_once(empty_dsn: str) -> None:
     assert db.migrate(empty_dsn) == MIGRATIONS
-    assert _recorded(empty_dsn) == [(1, "0001_initial.sql")]
+    assert _recorded(empty_dsn) == RECORDED
     assert db.migrate(empty_dsn) == []
-    assert _recorded(empty_dsn) == [(1, "0001_initial.sql")]
+    assert _recorded(empty_dsn) == RECORDED
 
 
 def test_concurrent_migrations_on_a_new_database(new_database: Callable[[], str]) -> None:
@@ -101,8 +102,9 @@ def _migrate_concurrently(dsn: str, threads: int) -> None:
     for worker in workers:
         worker.join(timeout=30)
     assert not errors, f"a concurrent migrate failed: {errors[0]!r}"
-    assert sorted(results) == [[]] * (threads - 1) + [MIGRATIONS]
-    assert _recorded(dsn) == [(1, "0001_initial.sql")]
+    applied = [name for result in results for name in result]
+    assert sorted(applied) == MIGRATIONS, "each migration applied exactly once"
+    assert _recorded(dsn) == RECORDED
 
 
 PRIMARY_KEYS = {
@@ -186,11 +188,11 @@ def _protheon(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_db_migrate(empty_dsn: str) -> None:
     first = _protheon(empty_dsn, "db", "migrate")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "applied: 0001_initial.sql"
+    assert first.stdout.strip() == "applied: " + ", ".join(MIGRATIONS)
     second = _protheon(empty_dsn, "db", "migrate")
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "schema is up to date"
-    assert _recorded(empty_dsn) == [(1, "0001_initial.sql")]
+    assert _recorded(empty_dsn) == RECORDED
 
 
 def test_cli_db_create() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from protheon.master.splitter import Chunk, chunk_path, split_file
+from protheon.master.splitter import Chunk, chunk_path, recompress
 from protheon.pgcr.generator import GeneratorOptions, generate
 from protheon.zstdio import CorruptInput, UnreadableInput, decompressed_blocks
 from tests.oracle import read_lines
@@ -99,7 +99,7 @@ def test_chunks_cover_the_source_exactly(
     kind: str, sources: dict[str, Path], tmp_path: Path
 ) -> None:
     source = sources[kind]
-    chunks = list(split_file(source, tmp_path, FILE_ID, CHUNK_LINES))
+    chunks = list(recompress(source, tmp_path, FILE_ID, CHUNK_LINES))
 
     assert [c.line_count for c in chunks] == [CHUNK_LINES] * 7 + [LINES - 7 * CHUNK_LINES]
     assert [c.first_line for c in chunks] == [1 + CHUNK_LINES * i for i in range(8)]
@@ -115,7 +115,7 @@ def test_chunks_cover_the_source_exactly(
 def test_chunk_lines_dividing_the_file_leaves_no_empty_last_chunk(
     sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    chunks = list(split_file(sources["multi"], tmp_path, FILE_ID, 250))
+    chunks = list(recompress(sources["multi"], tmp_path, FILE_ID, 250))
     assert [c.line_count for c in chunks] == [250] * 4
     assert _check_chunks(chunks, tmp_path, FILE_ID) == _raw(sources["multi"])
     assert len(_chunk_files(tmp_path)) == 4
@@ -124,7 +124,7 @@ def test_chunk_lines_dividing_the_file_leaves_no_empty_last_chunk(
 def test_one_chunk_when_chunk_lines_exceeds_the_file(
     sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    chunks = list(split_file(sources["single"], tmp_path, FILE_ID, 10 * LINES, level=1))
+    chunks = list(recompress(sources["single"], tmp_path, FILE_ID, 10 * LINES, level=1))
     assert [(c.seq, c.first_line, c.line_count) for c in chunks] == [(0, 1, LINES)]
     assert _check_chunks(chunks, tmp_path, FILE_ID) == _raw(sources["single"])
 
@@ -137,7 +137,7 @@ def test_lines_spanning_frames_cut_at_arbitrary_bytes(
     cuts = [*range(0, len(raw), 3001), len(raw)]
     source = _write(tmp_path / "in.zst", _frames(*(raw[a:b] for a, b in itertools.pairwise(cuts))))
 
-    chunks = list(split_file(source, tmp_path / "ws", FILE_ID, 97))
+    chunks = list(recompress(source, tmp_path / "ws", FILE_ID, 97))
     assert sum(c.line_count for c in chunks) == LINES
     assert [c.line_count for c in chunks[:-1]] == [97] * (len(chunks) - 1)
     assert _check_chunks(chunks, tmp_path / "ws", FILE_ID) == raw
@@ -157,19 +157,19 @@ def test_last_line_without_newline_is_counted_and_terminated(
 ) -> None:
     source = _write(tmp_path / "in.zst", _frames(*frames))
 
-    chunks = list(split_file(source, tmp_path / "ws", FILE_ID, 2))
+    chunks = list(recompress(source, tmp_path / "ws", FILE_ID, 2))
     assert [(c.first_line, c.line_count) for c in chunks] == [(1, 2), (3, 2), (5, 1)]
     assert [_raw(c.path) for c in chunks] == [b"l1\nl2\n", b"l3\nl4\n", b"l5\n"]
     _check_chunks(chunks, tmp_path / "ws", FILE_ID)
 
-    whole = list(split_file(source, tmp_path / "ws2", FILE_ID, 5))
+    whole = list(recompress(source, tmp_path / "ws2", FILE_ID, 5))
     assert [(c.first_line, c.line_count) for c in whole] == [(1, 5)]
     assert _raw(whole[0].path) == b"l1\nl2\nl3\nl4\nl5\n"
 
 
 def test_blank_lines_are_lines(tmp_path: Path) -> None:
     source = _write(tmp_path / "in.zst", _frames(b"\n\na\n\n"))
-    chunks = list(split_file(source, tmp_path / "ws", FILE_ID, 3))
+    chunks = list(recompress(source, tmp_path / "ws", FILE_ID, 3))
     assert [(c.first_line, c.line_count) for c in chunks] == [(1, 3), (4, 1)]
     assert [_raw(c.path) for c in chunks] == [b"\n\na\n", b"\n"]
 
@@ -184,7 +184,7 @@ def test_resume_yields_exactly_the_remaining_chunks(
 ) -> None:
     source = sources[kind]
     resumed = list(
-        split_file(
+        recompress(
             source, tmp_path, FILE_ID, CHUNK_LINES, skip_lines=skip_lines, first_seq=first_seq
         )
     )
@@ -205,9 +205,9 @@ def test_resume_yields_exactly_the_remaining_chunks(
 def test_resume_at_chunk_boundary_matches_the_original_split(
     sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    full = list(split_file(sources["multi"], tmp_path / "a", FILE_ID, CHUNK_LINES))
+    full = list(recompress(sources["multi"], tmp_path / "a", FILE_ID, CHUNK_LINES))
     resumed = list(
-        split_file(
+        recompress(
             sources["multi"],
             tmp_path / "b",
             FILE_ID,
@@ -228,7 +228,7 @@ def test_resume_past_the_end_yields_nothing(
 ) -> None:
     assert (
         list(
-            split_file(
+            recompress(
                 sources["single"],
                 tmp_path,
                 FILE_ID,
@@ -251,7 +251,7 @@ def test_resume_in_a_file_without_final_newline(
 ) -> None:
     source = _write(tmp_path / "in.zst", _frames(b"a\nb", b"\nc\nd"))
     chunks = list(
-        split_file(source, tmp_path / "ws", FILE_ID, 2, skip_lines=skip_lines, first_seq=4)
+        recompress(source, tmp_path / "ws", FILE_ID, 2, skip_lines=skip_lines, first_seq=4)
     )
     assert [_raw(c.path) for c in chunks] == expected
     if chunks:
@@ -265,7 +265,7 @@ def test_every_yielded_chunk_file_is_whole_and_no_part_file_exists(
 ) -> None:
     """At each yield the consumer sees only whole chunk files, never a temporary one."""
     seen: list[str] = []
-    for chunk in split_file(sources["multi"], tmp_path, FILE_ID, CHUNK_LINES):
+    for chunk in recompress(sources["multi"], tmp_path, FILE_ID, CHUNK_LINES):
         seen.append(chunk.path.name)
         assert _chunk_files(tmp_path) == sorted(seen)
         assert _raw(chunk.path).count(b"\n") == chunk.line_count
@@ -275,7 +275,7 @@ def test_every_yielded_chunk_file_is_whole_and_no_part_file_exists(
 def test_closing_the_generator_early_leaves_no_part_file(
     taken: int, sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    splitter = split_file(sources["single"], tmp_path, FILE_ID, CHUNK_LINES)
+    splitter = recompress(sources["single"], tmp_path, FILE_ID, CHUNK_LINES)
     assert isinstance(splitter, Generator)
     chunks = [next(splitter) for _ in range(taken)]
     splitter.close()  # the consumer stops early (e.g. the master is stopping)
@@ -302,7 +302,7 @@ def test_truncated_source_raises_after_the_whole_chunks(
     data = sources[kind].read_bytes()
     source = _write(tmp_path / "cut.zst", data[: len(data) * 2 // 3])
 
-    chunks, error = _collect_until_corrupt(split_file(source, tmp_path / "ws", FILE_ID, 50))
+    chunks, error = _collect_until_corrupt(recompress(source, tmp_path / "ws", FILE_ID, 50))
     assert "truncated" in str(error)
     assert chunks, "the part before the cut holds whole chunks that must have been yielded"
     content = _check_chunks(chunks, tmp_path / "ws", FILE_ID)
@@ -318,7 +318,7 @@ def test_corrupt_frame_in_the_middle_raises_after_the_chunks_before_it(tmp_path:
     damaged[:4] = b"\x00\x00\x00\x00"  # the frame's magic number
     source = _write(tmp_path / "in.zst", good + bytes(damaged) + _frames(*frames[3:]))
 
-    chunks, error = _collect_until_corrupt(split_file(source, tmp_path / "ws", FILE_ID, 4))
+    chunks, error = _collect_until_corrupt(recompress(source, tmp_path / "ws", FILE_ID, 4))
     assert f"byte {len(good)}" in str(error)  # the damage is located at the frame's start
     # 20 good lines: 5 chunks of 4; nothing of the damaged or later frames.
     assert [(c.first_line, c.line_count) for c in chunks] == [(1 + 4 * i, 4) for i in range(5)]
@@ -330,7 +330,7 @@ def test_partial_chunk_before_the_damage_is_not_yielded(tmp_path: Path) -> None:
     """Lines read before the damage that do not fill a chunk are dropped with the .part file."""
     good = _frames(b"a\nb\nc\n")
     source = _write(tmp_path / "in.zst", good + b"\x00garbage")
-    chunks, _ = _collect_until_corrupt(split_file(source, tmp_path / "ws", FILE_ID, 2))
+    chunks, _ = _collect_until_corrupt(recompress(source, tmp_path / "ws", FILE_ID, 2))
     assert [_raw(c.path) for c in chunks] == [b"a\nb\n"]
     assert _chunk_files(tmp_path / "ws") == [f"{FILE_ID}-0.zst"]
 
@@ -357,7 +357,7 @@ def test_damage_inside_a_frame_never_reaches_a_yielded_chunk(tmp_path: Path) -> 
     data[position] = ord("y") if data[position] != ord("y") else ord("z")
     source = _write(tmp_path / "in.zst", bytes(data))
 
-    chunks, error = _collect_until_corrupt(split_file(source, tmp_path / "ws", FILE_ID, 100))
+    chunks, error = _collect_until_corrupt(recompress(source, tmp_path / "ws", FILE_ID, 100))
     assert "checksum" in str(error)
     content = b"".join(_raw(c.path) for c in chunks)
     assert raw.startswith(content), "a yielded chunk holds bytes the source does not have"
@@ -365,19 +365,19 @@ def test_damage_inside_a_frame_never_reaches_a_yielded_chunk(tmp_path: Path) -> 
 
 def test_empty_file_yields_no_chunks(tmp_path: Path) -> None:
     source = _write(tmp_path / "empty.zst", b"")
-    assert list(split_file(source, tmp_path / "ws", FILE_ID, 10)) == []
+    assert list(recompress(source, tmp_path / "ws", FILE_ID, 10)) == []
     assert _chunk_files(tmp_path / "ws") == []
 
 
 def test_frame_with_empty_content_yields_no_chunks(tmp_path: Path) -> None:
     source = _write(tmp_path / "empty.zst", _frames(b"", b""))
-    assert list(split_file(source, tmp_path / "ws", FILE_ID, 10)) == []
+    assert list(recompress(source, tmp_path / "ws", FILE_ID, 10)) == []
     assert _chunk_files(tmp_path / "ws") == []
 
 
 def test_missing_source_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(UnreadableInput, match=r"cannot open.*No such file"):
-        next(split_file(tmp_path / "missing.zst", tmp_path / "ws", FILE_ID, 10))
+        next(recompress(tmp_path / "missing.zst", tmp_path / "ws", FILE_ID, 10))
 
 
 def test_workspace_errors_are_not_blamed_on_the_file(tmp_path: Path) -> None:
@@ -385,7 +385,7 @@ def test_workspace_errors_are_not_blamed_on_the_file(tmp_path: Path) -> None:
     source.write_bytes(zstandard.ZstdCompressor().compress(b"a\nb\n"))
     (tmp_path / "ws").write_text("a file where the workspace folder should be")
     with pytest.raises(OSError) as caught:
-        next(split_file(source, tmp_path / "ws", FILE_ID, 10))
+        next(recompress(source, tmp_path / "ws", FILE_ID, 10))
     assert not isinstance(caught.value, UnreadableInput)
 
 

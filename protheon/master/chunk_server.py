@@ -33,6 +33,9 @@ class OpenChunk:
     job_id: int
     path: Path
     size: int
+    offset: int = 0  # where the bytes start in ``path``
+    tail: bytes = b""  # sent after the bytes (passed-through chunks)
+    owned: bool = True  # a chunk file to delete when done; False: the source itself
 
 
 class OpenChunks:
@@ -65,7 +68,8 @@ class OpenChunks:
             self._lock.notify_all()
         if chunk is None:
             return False
-        chunk.path.unlink(missing_ok=True)
+        if chunk.owned:
+            chunk.path.unlink(missing_ok=True)
         return True
 
     def wait_below(self, limit: int, timeout: float) -> bool:
@@ -92,9 +96,10 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
         except FileNotFoundError:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id}: chunk is gone")
         with fh, CHUNK_STREAMS.track_inprogress():
+            fh.seek(chunk.offset)
             offset = 0
-            while context.is_active():
-                data = fh.read(self._piece_bytes)
+            while context.is_active() and offset < chunk.size:
+                data = fh.read(min(self._piece_bytes, chunk.size - offset))
                 if not data:
                     break
                 yield chunks_pb2.ChunkPiece(data=data, offset=offset, total_size=chunk.size)
@@ -102,6 +107,8 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
                 CHUNK_SERVED_BYTES.inc(len(data))
         if offset != chunk.size and context.is_active():
             context.abort(grpc.StatusCode.DATA_LOSS, f"job {request.job_id}: chunk size changed")
+        if chunk.tail and context.is_active():
+            yield chunks_pb2.ChunkPiece(offset=offset, total_size=chunk.size, tail=chunk.tail)
 
     def CompleteJob(
         self, request: chunks_pb2.CompleteJobRequest, context: grpc.ServicerContext

@@ -32,12 +32,14 @@ class FileRecord:
 class JobRecord:
     message: JobMessage  # what is published for the job
     status: str
+    source_offset: int | None  # set for a chunk passed through from its source
+    tail: bytes
 
 
 _FILE_COLUMNS = "file_id, name, size_bytes, mtime, status, lines_split, chunks_split"
 _JOB_COLUMNS = (
     "j.job_id, j.file_id, f.name, j.seq, j.first_line, j.line_count, j.byte_size, j.raw_size,"
-    " j.status"
+    " j.head_skip, j.status, j.source_offset, j.tail"
 )
 
 
@@ -80,11 +82,11 @@ class MasterLedger:
         """Insert the chunk's job and advance the file's split progress, atomically."""
         with self._lock, self._conn.transaction():
             row = self._conn.execute(
-                "INSERT INTO protheon.jobs"
-                " (file_id, seq, first_line, line_count, byte_size, raw_size)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING job_id",
+                "INSERT INTO protheon.jobs (file_id, seq, first_line, line_count, byte_size,"
+                " raw_size, source_offset, head_skip, tail)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING job_id",
                 (file_id, chunk.seq, chunk.first_line, chunk.line_count, chunk.byte_size,
-                 chunk.raw_size),
+                 chunk.raw_size, chunk.source_offset, chunk.head_skip, chunk.tail),
             ).fetchone()  # fmt: skip
             self._conn.execute(
                 "UPDATE protheon.files SET lines_split = %s, chunks_split = %s WHERE file_id = %s",
@@ -144,7 +146,7 @@ class MasterLedger:
                 " JOIN protheon.files f USING (file_id)"
                 " WHERE j.status <> 'done' ORDER BY j.job_id"
             ).fetchall()
-        return [JobRecord(JobMessage(*row[:-1]), row[-1]) for row in rows]
+        return [JobRecord(JobMessage(*row[:-3]), row[-3], row[-2], bytes(row[-1])) for row in rows]
 
     def done_among(self, job_ids: list[int]) -> set[int]:
         if not job_ids:

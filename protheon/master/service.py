@@ -198,10 +198,13 @@ class Master:
             ):  # fmt: skip
                 job_id = self.ledger.record_chunk(record.file_id, chunk)
                 lines, chunks = chunk.first_line - 1 + chunk.line_count, chunk.seq + 1
-                self.chunks.add(OpenChunk(job_id, chunk.path, chunk.byte_size))
+                self.chunks.add(OpenChunk(
+                    job_id, chunk.path, chunk.byte_size, chunk.source_offset or 0, chunk.tail,
+                    owned=chunk.source_offset is None,
+                ))  # fmt: skip
                 message = broker.JobMessage(
                     job_id, record.file_id, record.name, chunk.seq, chunk.first_line,
-                    chunk.line_count, chunk.byte_size, chunk.raw_size,
+                    chunk.line_count, chunk.byte_size, chunk.raw_size, chunk.head_skip,
                 )  # fmt: skip
                 self._publish(channel, message)
                 if first_seen is not None:  # a new file: how soon did its first job go out?
@@ -297,9 +300,15 @@ class Master:
         """Re-open the chunks of jobs not done (after a restart, from ledger and workspace)."""
         for record in self.ledger.open_jobs():
             job = record.message
-            path = chunk_path(self.settings.workspace, job.file_id, job.seq)
             if self.chunks.get(job.job_id):
                 continue
+            if record.source_offset is not None:  # passed through: served from the source
+                source = self.settings.input / job.file_name
+                served = OpenChunk(job.job_id, source, job.byte_size, record.source_offset,
+                                   record.tail, owned=False)  # fmt: skip
+                self.chunks.add(served)
+                continue
+            path = chunk_path(self.settings.workspace, job.file_id, job.seq)
             if not path.exists():
                 log.error("job %d: chunk %s is missing from the workspace", job.job_id, path)
                 continue

@@ -1,4 +1,7 @@
-"""Cut a compressed JSON-lines file into chunk files of N lines, one chunk at a time.
+"""Cut a compressed JSON-lines file into chunks of about N lines, one chunk at a time.
+
+A source made of small frames (pzstd, ``protheon gen --multi-frame``) is not recompressed: a
+chunk is a byte range of its whole frames, served from the source itself. Otherwise:
 
 A generator: the caller records and publishes each chunk before the next one is cut, so the
 first job of a 10 GB file is on the queue within a second or two, and memory stays bounded by
@@ -17,7 +20,13 @@ from typing import BinaryIO
 
 import zstandard
 
-from protheon.zstdio import UnreadableInput, decompressed_blocks
+from protheon.zstdio import (
+    CorruptInput,
+    UnreadableInput,
+    decompressed_blocks,
+    frames,
+    small_frames,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +34,16 @@ class Chunk:
     seq: int
     first_line: int  # 1-based line number of the chunk's first line in the source file
     line_count: int
-    path: Path
+    path: Path  # the chunk file, or the source itself for a passed-through byte range
     byte_size: int  # compressed
     raw_size: int
+    # Passed through (whole frames of a multi-frame source, served as they are): where the
+    # frames start in the source; decompressed bytes at their start that belong to the
+    # previous chunk's last line; the decompressed end of this chunk's last line, from the
+    # frames after the range.
+    source_offset: int | None = None
+    head_skip: int = 0
+    tail: bytes = b""
 
 
 def chunk_path(workspace: Path, file_id: int, seq: int) -> Path:
@@ -82,7 +98,113 @@ def split_file(
     first_seq: int = 0,
     on_block: Callable[[], None] = lambda: None,
 ) -> Iterator[Chunk]:
-    """Yield chunks of ``source`` in order, starting after ``skip_lines`` lines (to resume).
+    """Chunks of ``source``: byte ranges of whole frames when the source is made of small
+    frames (no recompression: the master only decompresses to count lines), else recompressed
+    chunk files. Raises protheon.zstdio.InputError when the file is damaged or unreadable."""
+    try:
+        with source.open("rb") as fh:
+            header = fh.read(18)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open: {exc}") from None
+    if small_frames(header):
+        return pass_through(source, chunk_lines, skip_lines, first_seq, on_block)
+    return recompress(source, workspace, file_id, chunk_lines, level, skip_lines, first_seq,
+                      on_block)  # fmt: skip
+
+
+@dataclasses.dataclass
+class _Range:
+    offset: int
+    head_skip: int
+    end: int = 0
+    lines: int = 0
+    raw: int = 0
+    partial: bool = False  # its last line continues in later frames
+
+
+def pass_through(
+    source: Path,
+    chunk_lines: int,
+    skip_lines: int = 0,
+    first_seq: int = 0,
+    on_block: Callable[[], None] = lambda: None,
+) -> Iterator[Chunk]:
+    """Chunks that are byte ranges of whole frames (pzstd-style sources may end frames
+    mid-line: a line belongs to the chunk it starts in, completed by ``tail``). A resumed
+    split recomputes the same boundaries from the start and skips chunks before ``first_seq``.
+    """
+    seq, line_no = 0, 1
+    current: _Range | None = None
+    waiting: _Range | None = None  # closed, but its last line is still incomplete
+    tail: list[bytes] = []
+
+    def close(span: _Range, tail_bytes: bytes) -> Chunk | None:
+        nonlocal seq, line_no
+        lines = span.lines + (1 if span.partial else 0)
+        size, raw = span.end - span.offset, span.raw + len(tail_bytes)
+        chunk = Chunk(seq, line_no, lines, source, size, raw, span.offset, span.head_skip,
+                      tail_bytes)  # fmt: skip
+        seq, line_no = seq + 1, line_no + lines
+        if chunk.seq < first_seq:
+            return None
+        if chunk.seq == first_seq and chunk.first_line != skip_lines + 1:
+            raise CorruptInput(f"the file changed: chunk {first_seq} no longer starts at"
+                               f" line {skip_lines + 1}")  # fmt: skip
+        return chunk
+
+    try:
+        fh = source.open("rb")
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open: {exc}") from None
+    with fh:
+        data = b""
+        for offset, length, data in frames(fh):
+            on_block()
+            start = 0
+            if waiting is not None:
+                newline = data.find(b"\n")
+                if newline < 0:  # the straddling line spans this whole frame too
+                    tail.append(data)
+                    continue
+                tail.append(data[: newline + 1])
+                start = newline + 1
+                if (chunk := close(waiting, b"".join(tail))) is not None:
+                    yield chunk
+                waiting, tail = None, []
+                if start == len(data):
+                    continue
+            if current is None:
+                current = _Range(offset, start)
+            current.end = offset + length
+            current.lines += data.count(b"\n", start)
+            current.raw += len(data) - start
+            if current.lines >= chunk_lines:
+                current.partial = not data.endswith(b"\n")
+                if current.partial:
+                    waiting = current
+                elif (chunk := close(current, b"")) is not None:
+                    yield chunk
+                current = None
+        # The file may end inside the straddling line.
+        if waiting is not None and (chunk := close(waiting, b"".join(tail))) is not None:
+            yield chunk
+        if current is not None and current.raw:
+            current.partial = not data.endswith(b"\n")
+            if (chunk := close(current, b"")) is not None:
+                yield chunk
+
+
+def recompress(
+    source: Path,
+    workspace: Path,
+    file_id: int,
+    chunk_lines: int,
+    level: int = 3,
+    skip_lines: int = 0,
+    first_seq: int = 0,
+    on_block: Callable[[], None] = lambda: None,
+) -> Iterator[Chunk]:
+    """Recompressed chunk files of ``source``, starting after ``skip_lines`` lines (to resume).
 
     Raises protheon.zstdio.InputError when the file is damaged or cannot be read; an OSError
     of the workspace (a full disk) propagates as is: it is not the file's fault.

@@ -48,9 +48,10 @@ class ChunkClient:
 
     def fetch(
         self, job_id: int, expected_size: int, on_piece: Callable[[], None] = lambda: None
-    ) -> bytes:
-        """The chunk's compressed bytes, checked for size and continuity."""
+    ) -> tuple[bytes, bytes]:
+        """The chunk's compressed bytes, checked for size and continuity, and its tail."""
         parts: list[bytes] = []
+        tail = b""
         received = 0
         request = chunks_pb2.StreamChunkRequest(job_id=job_id, worker=self._worker)
         try:
@@ -62,6 +63,7 @@ class ChunkClient:
                     )
                 parts.append(piece.data)
                 received += len(piece.data)
+                tail += piece.tail
                 on_piece()
         except grpc.RpcError as exc:
             code = exc.code()
@@ -70,7 +72,7 @@ class ChunkClient:
             ) from None
         if received != expected_size:
             raise ChunkUnavailable(f"job {job_id}: got {received} of {expected_size} bytes")
-        return b"".join(parts)
+        return b"".join(parts), tail
 
     def complete(self, job_id: int) -> bool:
         """Best effort: the master also learns from the ledger if this never arrives."""

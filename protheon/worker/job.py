@@ -37,11 +37,26 @@ class JobOutcome:
         return self.result is not None or self.note == "already done"
 
 
-def chunk_lines(data: bytes, expected: int) -> Iterator[bytes]:
+def _text(data: bytes, head_skip: int, tail: bytes) -> Iterator[bytes]:
+    """The chunk's decompressed bytes, without the head that belongs to the chunk before and
+    with the tail that completes its last line."""
+    for block in decompressed_blocks(io.BytesIO(data)):
+        if head_skip:
+            dropped = min(head_skip, len(block))
+            block, head_skip = block[dropped:], head_skip - dropped
+        if block:
+            yield block
+    if tail:
+        yield tail
+
+
+def chunk_lines(
+    data: bytes, expected: int, head_skip: int = 0, tail: bytes = b""
+) -> Iterator[bytes]:
     """Lines of a compressed chunk, streamed; raises ChunkMismatch if the count is off."""
     count = 0
     carry = b""
-    for block in decompressed_blocks(io.BytesIO(data)):
+    for block in _text(data, head_skip, tail):
         lines = block.split(b"\n")
         lines[0] = carry + lines[0]
         carry = lines.pop()
@@ -104,12 +119,14 @@ class JobRunner:
             return JobOutcome(job.job_id, None, "already done", time.monotonic() - started)
         if blocked is not None:
             return JobOutcome(job.job_id, None, f"job is {blocked}", time.monotonic() - started)
-        data = self.client.fetch(job.job_id, job.byte_size, self.on_progress)
+        data, tail = self.client.fetch(job.job_id, job.byte_size, self.on_progress)
         CHUNK_RECEIVED_BYTES.inc(len(data))
         result = self.writer.write(
             job.job_id,
             job.file_id,
-            lambda: batches(chunk_lines(data, job.line_count), job.first_line, job.job_id),
+            lambda: batches(
+                chunk_lines(data, job.line_count, job.head_skip, tail), job.first_line, job.job_id
+            ),
             self.on_progress,
         )
         return JobOutcome(job.job_id, result, "written", time.monotonic() - started)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotheon/rpc/v1/chunks.proto\x12\x0fprotheon.rpc.v1\"4\n\x12StreamChunkRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06worker\x18\x02 \x01(\t\">\n\nChunkPiece\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"4\n\x12\x43ompleteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06worker\x18\x02 \x01(\t\"$\n\x10\x43ompleteJobReply\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xb8\x01\n\x0c\x43hunkService\x12Q\n\x0bStreamChunk\x12#.protheon.rpc.v1.StreamChunkRequest\x1a\x1b.protheon.rpc.v1.ChunkPiece0\x01\x12U\n\x0b\x43ompleteJob\x12#.protheon.rpc.v1.CompleteJobRequest\x1a!.protheon.rpc.v1.CompleteJobReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotheon/rpc/v1/chunks.proto\x12\x0fprotheon.rpc.v1\"4\n\x12StreamChunkRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06worker\x18\x02 \x01(\t\"L\n\nChunkPiece\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0c\n\x04tail\x18\x04 \x01(\x0c\"4\n\x12\x43ompleteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06worker\x18\x02 \x01(\t\"$\n\x10\x43ompleteJobReply\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xb8\x01\n\x0c\x43hunkService\x12Q\n\x0bStreamChunk\x12#.protheon.rpc.v1.StreamChunkRequest\x1a\x1b.protheon.rpc.v1.ChunkPiece0\x01\x12U\n\x0b\x43ompleteJob\x12#.protheon.rpc.v1.CompleteJobRequest\x1a!.protheon.rpc.v1.CompleteJobReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMCHUNKREQUEST']._serialized_start=49
   _globals['_STREAMCHUNKREQUEST']._serialized_end=101
   _globals['_CHUNKPIECE']._serialized_start=103
-  _globals['_CHUNKPIECE']._serialized_end=165
-  _globals['_COMPLETEJOBREQUEST']._serialized_start=167
-  _globals['_COMPLETEJOBREQUEST']._serialized_end=219
-  _globals['_COMPLETEJOBREPLY']._serialized_start=221
-  _globals['_COMPLETEJOBREPLY']._serialized_end=257
-  _globals['_CHUNKSERVICE']._serialized_start=260
-  _globals['_CHUNKSERVICE']._serialized_end=444
+  _globals['_CHUNKPIECE']._serialized_end=179
+  _globals['_COMPLETEJOBREQUEST']._serialized_start=181
+  _globals['_COMPLETEJOBREQUEST']._serialized_end=233
+  _globals['_COMPLETEJOBREPLY']._serialized_start=235
+  _globals['_COMPLETEJOBREPLY']._serialized_end=271
+  _globals['_CHUNKSERVICE']._serialized_start=274
+  _globals['_CHUNKSERVICE']._serialized_end=458
 # @@protoc_insertion_point(module_scope)

@@ -13,14 +13,16 @@ class StreamChunkRequest(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class ChunkPiece(_message.Message):
-    __slots__ = ("data", "offset", "total_size")
+    __slots__ = ("data", "offset", "total_size", "tail")
     DATA_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     offset: int
     total_size: int
-    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ...) -> None: ...
+    tail: bytes
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ..., tail: _Optional[bytes] = ...) -> None: ...
 
 class CompleteJobRequest(_message.Message):
     __slots__ = ("job_id", "worker")
