@@ -40,11 +40,14 @@ def small_frames(path_header: bytes) -> bool:
     return 0 < size <= MAX_PASSTHROUGH_FRAME
 
 
-def frames(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[tuple[int, int, bytes]]:
-    """(compressed offset, compressed length, decompressed bytes) of each frame in turn."""
+FrameEnd = tuple[int, int]  # (compressed offset, compressed length) of a frame that ended
+
+
+def _walk(source: BinaryIO, read_size: int) -> Iterator[bytes | FrameEnd]:
+    """Decompressed bytes as they come, and a marker after each frame: one loop for both
+    ways of reading (streamed blocks, whole frames)."""
     decompressor = zstandard.ZstdDecompressor()
     frame = decompressor.decompressobj()
-    parts: list[bytes] = []
     start = consumed = 0
     started = False
     pending = b""
@@ -60,14 +63,16 @@ def frames(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[tuple[int, 
         try:
             out = frame.decompress(piece)
         except zstandard.ZstdError as exc:
-            raise CorruptInput(f"corrupt zstd frame at compressed byte {start}: {exc}") from None
+            raise CorruptInput(
+                f"corrupt zstd data near compressed byte {consumed}: {exc}"
+            ) from None
         if out:
-            parts.append(out)
+            yield out
         if frame.eof:
             pending = frame.unused_data
             consumed += len(piece) - len(pending)
-            yield start, consumed - start, b"".join(parts)
-            start, parts, started = consumed, [], False
+            yield (start, consumed - start)
+            start, started = consumed, False
             frame = decompressor.decompressobj()
         else:
             consumed += len(piece)
@@ -75,37 +80,19 @@ def frames(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[tuple[int, 
         raise CorruptInput(f"truncated zstd data: the last frame is cut at byte {consumed}")
 
 
+def frames(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[tuple[int, int, bytes]]:
+    """(compressed offset, compressed length, decompressed bytes) of each frame in turn."""
+    parts: list[bytes] = []
+    for item in _walk(source, read_size):
+        if isinstance(item, bytes):
+            parts.append(item)
+        else:
+            yield item[0], item[1], b"".join(parts)
+            parts = []
+
+
 def decompressed_blocks(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[bytes]:
     """Yield decompressed bytes of every frame in ``source``; raise CorruptInput on damage."""
-    decompressor = zstandard.ZstdDecompressor()
-    frame = decompressor.decompressobj()
-    frame_started = False
-    consumed = 0
-    pending = b""
-    while True:
-        try:
-            piece = pending or source.read(read_size)
-        except OSError as exc:
-            raise UnreadableInput(f"cannot read: {exc}") from None
-        pending = b""
-        if not piece:
-            break
-        if not frame_started:
-            frame_started = True
-        try:
-            out = frame.decompress(piece)
-        except zstandard.ZstdError as exc:
-            raise CorruptInput(
-                f"corrupt zstd data near compressed byte {consumed}: {exc}"
-            ) from None
-        if frame.eof:
-            pending = frame.unused_data
-            consumed += len(piece) - len(pending)
-            frame = decompressor.decompressobj()
-            frame_started = False
-        else:
-            consumed += len(piece)
-        if out:
-            yield out
-    if frame_started:
-        raise CorruptInput(f"truncated zstd data: the last frame is cut at byte {consumed}")
+    for item in _walk(source, read_size):
+        if isinstance(item, bytes):
+            yield item

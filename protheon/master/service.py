@@ -39,7 +39,7 @@ from protheon.zstdio import InputError
 
 log = logging.getLogger(__name__)
 
-SWEEP_INTERVAL = 1.0
+SWEEP_INTERVAL = 2.0
 QUEUE_CHECK_INTERVAL = 10.0
 LEDGER_EXPORT_INTERVAL = 5.0
 MAX_BACKOFF = 30.0
@@ -63,6 +63,7 @@ class Master:
         self._last_sweep = 0.0
         self._last_dead_letter_check = 0.0
         self._last_ledger_export = 0.0
+        self._known: set[str] = set()
         self._failed_jobs = 0  # their chunks stay (for a retry) but do not take up room
         self._connection: pika.BlockingConnection | None = None
 
@@ -156,6 +157,7 @@ class Master:
             if record.status == "ready" and self.chunks.get(record.message.job_id):
                 self._publish(channel, record.message)
         self.notifier.ready(self._status_text())
+        self._resume_splits(channel)
         while not self.stopping.is_set():
             self._work_once(channel)
             self._check_queues(channel)
@@ -168,16 +170,24 @@ class Master:
         doing = f"splitting {self.splitting}" if self.splitting else "watching"
         return f"{doing} | {len(self.chunks)} chunks open | {self.published} jobs published"
 
-    def _work_once(self, channel: BlockingChannel) -> None:
+    def _resume_splits(self, channel: BlockingChannel) -> None:
+        """After (re)connecting: learn the known files, finish splits left half done."""
         known = self.ledger.files_by_name()
+        self._known = set(known)
         for record in known.values():
             if record.status == "splitting" and not self.stopping.is_set():
-                self._split(channel, record)  # resume a split a previous run did not finish
-        for found in self.watcher.scan(set(known)):
+                self._split(channel, record)
+
+    def _work_once(self, channel: BlockingChannel) -> None:
+        """One scan. The master is the only one to register files, so the names it knows stay
+        in memory: an idle scan costs a directory listing, not a query."""
+        for found in self.watcher.scan(self._known):
             if self.stopping.is_set():
                 return
-            self._split(channel, self._register(found), first_seen=found.first_seen)
-        self._sweep(force=True)
+            record = self._register(found)
+            self._known.add(found.name)
+            self._split(channel, record, first_seen=found.first_seen)
+        self._sweep()
 
     def _register(self, found: InputFile) -> FileRecord:
         log.info("new input file %s (%d bytes)", found.name, found.size)

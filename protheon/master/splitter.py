@@ -101,15 +101,22 @@ def split_file(
     """Chunks of ``source``: byte ranges of whole frames when the source is made of small
     frames (no recompression: the master only decompresses to count lines), else recompressed
     chunk files. Raises protheon.zstdio.InputError when the file is damaged or unreadable."""
-    try:
-        with source.open("rb") as fh:
+    with _open_source(source) as fh:
+        try:
             header = fh.read(18)
-    except OSError as exc:
-        raise UnreadableInput(f"cannot open: {exc}") from None
+        except OSError as exc:
+            raise UnreadableInput(f"cannot read: {exc}") from None
     if small_frames(header):
         return pass_through(source, chunk_lines, skip_lines, first_seq, on_block)
     return recompress(source, workspace, file_id, chunk_lines, level, skip_lines, first_seq,
                       on_block)  # fmt: skip
+
+
+def _open_source(source: Path) -> BinaryIO:
+    try:
+        return source.open("rb")
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -152,10 +159,7 @@ def pass_through(
                                f" line {skip_lines + 1}")  # fmt: skip
         return chunk
 
-    try:
-        fh = source.open("rb")
-    except OSError as exc:
-        raise UnreadableInput(f"cannot open: {exc}") from None
+    fh = _open_source(source)
     with fh:
         data = b""
         for offset, length, data in frames(fh):
@@ -234,10 +238,7 @@ def recompress(
         writer = None
         return chunk
 
-    try:
-        fh = source.open("rb")
-    except OSError as exc:
-        raise UnreadableInput(f"cannot open: {exc}") from None
+    fh = _open_source(source)
     try:
         with fh:
             for block in decompressed_blocks(fh):
