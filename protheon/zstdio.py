@@ -12,7 +12,9 @@ from typing import BinaryIO
 
 import zstandard
 
-READ_SIZE = 1 << 20
+# Compressed bytes fed at a time: 64 KiB pieces decompress ~1.6x faster here than 1 MiB ones
+# (smaller outputs per call), measured with python-zstandard 0.25.
+READ_SIZE = 1 << 16
 
 
 class InputError(ValueError):
