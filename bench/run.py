@@ -44,9 +44,7 @@ def fresh_database() -> Iterator[str]:
     name = f"protheon_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
-    info["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    dsn = db.with_database(ADMIN_DSN, name)
     db.migrate(dsn)
     try:
         yield dsn

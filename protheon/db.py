@@ -75,14 +75,17 @@ def migrate(dsn: str) -> list[str]:
     return applied
 
 
+def with_database(dsn: str, dbname: str) -> str:
+    """The same connection settings, pointed at another database."""
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
 def create_database(dsn: str) -> bool:
     """Create the database the DSN names, if missing (local setups; Ansible does it on a lab)."""
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    dbname = str(info.get("dbname") or "")
+    dbname = str(psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "")
     if not dbname:
         raise ValueError("the DSN names no database")
-    info["dbname"] = "postgres"
-    admin_dsn = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    admin_dsn = with_database(dsn, "postgres")
     with connect(admin_dsn, "protheon-create", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if exists:

@@ -30,9 +30,7 @@ def _reset(admin_dsn: str, amqp_url: str, database: str, queue: str) -> str:
         name = sql.Identifier(database)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
-    info["dbname"] = database
-    dsn = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    dsn = db.with_database(admin_dsn, database)
     db.migrate(dsn)
     connection = broker.connect(amqp_url, "protheon-demo")
     channel = connection.channel()

@@ -26,9 +26,7 @@ AMQP_URL = os.environ.get("PROTHEON_TEST_AMQP_URL", "amqp://guest:guest@localhos
 
 def dsn_for(name: str) -> str:
     """The admin DSN pointed at another database."""
-    info = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    return db.with_database(ADMIN_DSN, name)
 
 
 def drop_database(name: str) -> None:
