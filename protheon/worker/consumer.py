@@ -32,7 +32,7 @@ from protheon.config import Settings
 from protheon.sdnotify import Notifier, Progress, Watchdog
 from protheon.worker import metrics as worker_metrics
 from protheon.worker.chunk_client import ChunkClient
-from protheon.worker.job import JobOutcome, JobRunner, is_transient
+from protheon.worker.job import JobOutcome, JobRunner
 from protheon.worker.writer import JobWriter
 
 log = logging.getLogger(__name__)
@@ -221,14 +221,10 @@ class Consumer:
         future.add_done_callback(finished)
 
     def _run(self, job: broker.JobMessage, final: bool) -> JobOutcome:
-        """On the job thread. On the last allowed delivery, a failure marks the job failed."""
+        """On the job thread; ``running`` feeds the STATUS line."""
         self.running = job
         try:
-            return self._runner.run(job)
-        except Exception as exc:
-            if final and not is_transient(exc):
-                self._writer.mark_failed(job.job_id, f"{type(exc).__name__}: {exc}")
-            raise
+            return self._runner.run(job, final)
         finally:
             self.running = None
 

@@ -97,7 +97,8 @@ class JobRunner:
         self.should_stop = should_stop
         self.on_progress = on_progress
 
-    def run(self, job: JobMessage) -> JobOutcome:
+    def run(self, job: JobMessage, final: bool = False) -> JobOutcome:
+        """``final``: the queue's last allowed delivery; a failure then marks the job failed."""
         started = time.monotonic()
         delay = 0.5
         first = True
@@ -106,7 +107,7 @@ class JobRunner:
                 return self._attempt(job, started, count_attempt=first)
             except Exception as exc:
                 if not is_transient(exc) or self.should_stop():
-                    self._record_error(job.job_id, exc)
+                    self._record_error(job.job_id, exc, final and not is_transient(exc))
                     raise
                 log.warning("job %d: %s; retrying in %.1fs", job.job_id, exc, delay)
                 first = False
@@ -138,5 +139,9 @@ class JobRunner:
             self.on_progress()
             time.sleep(max(0.0, min(0.5, until - time.monotonic())))
 
-    def _record_error(self, job_id: int, error: BaseException) -> None:
-        self.writer.record_error(job_id, f"{type(error).__name__}: {error}")
+    def _record_error(self, job_id: int, error: BaseException, failed: bool) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if failed:
+            self.writer.mark_failed(job_id, text)
+        else:
+            self.writer.record_error(job_id, text)
