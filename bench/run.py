@@ -114,7 +114,7 @@ with psycopg.connect(dsn, autocommit=True) as conn:
                 " raw_size) VALUES (%s, %s, %s, %s, 0, 0) RETURNING job_id",
                 (file_id, seq, first, len(chunk))).fetchone()[0]
             data = chunk
-            writer.write(job, file_id, lambda: batches(data, first, job))
+            writer.write(job, file_id, lambda: batches(data, job), first_line=first)
             first += len(chunk); seq += 1; chunk = []
         for line in lines(path):
             chunk.append(line)

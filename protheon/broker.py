@@ -23,8 +23,8 @@ class JobMessage:
     file_id: int
     file_name: str
     seq: int
-    first_line: int
-    line_count: int
+    first_line: int | None  # None: a passed-through chunk, numbered once the chunks before it are
+    line_count: int | None  # None: counted by the worker
     byte_size: int
     raw_size: int
     head_skip: int = 0  # decompressed bytes at the chunk's start that belong to the chunk before

@@ -2,8 +2,9 @@
 the master exports as gauges (one place computes it).
 
 Counts come from the ledger's per-job totals, never from ``count(*)`` over the data tables, so
-this stays instant at billions of rows. Progress is measured in lines; files not yet split
-are estimated from their compressed size at the lines-per-byte seen so far.
+this stays instant at billions of rows. Progress is measured in lines; chunks not yet counted
+(passed through) are estimated from their decompressed size, files not yet split from their
+compressed size, at the ratios seen so far.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ WITH jobs AS (
     coalesce(sum(weapons), 0) AS weapons_written,
     coalesce(sum(rejects), 0) AS rejects,
     coalesce(sum(line_count) FILTER (WHERE status = 'done'), 0) AS lines_done,
-    coalesce(sum(line_count), 0) AS lines_cut,
+    -- passed-through chunks are counted by their worker: until then, estimated from raw size
+    coalesce(sum(line_count), 0) AS lines_counted,
+    coalesce(sum(raw_size) FILTER (WHERE line_count IS NOT NULL), 0) AS raw_counted,
+    coalesce(sum(raw_size) FILTER (WHERE line_count IS NULL), 0) AS raw_uncounted,
+    coalesce(sum(line_count) FILTER (WHERE file_status <> 'splitting'), 0) AS lines_counted_split,
+    coalesce(sum(raw_size) FILTER (WHERE line_count IS NULL AND file_status <> 'splitting'), 0)
+      AS raw_uncounted_split,
     coalesce(sum(byte_size), 0) AS chunk_bytes,
     -- over the last minute, or since the first of those jobs started if that is shorter
     greatest(1.0, least(60.0, extract(epoch FROM now() - min(started_at)
@@ -36,15 +43,15 @@ WITH jobs AS (
       AS pgcrs_last_minute,
     coalesce(sum(line_count) FILTER (WHERE finished_at > now() - interval '1 minute'), 0)
       AS lines_last_minute
-  FROM protheon.jobs
+  FROM protheon.jobs JOIN (SELECT file_id, status AS file_status FROM protheon.files) f
+    USING (file_id)
 ), files AS (
   SELECT
     count(*) AS files_total,
     count(*) FILTER (WHERE status = 'done') AS files_done,
     count(*) FILTER (WHERE status = 'failed') AS files_failed,
     coalesce(sum(size_bytes), 0) AS bytes_total,
-    coalesce(sum(size_bytes) FILTER (WHERE status <> 'splitting'), 0) AS bytes_split,
-    coalesce(sum(lines_total) FILTER (WHERE status <> 'splitting'), 0) AS lines_split_files
+    coalesce(sum(size_bytes) FILTER (WHERE status <> 'splitting'), 0) AS bytes_split
   FROM protheon.files
 )
 SELECT * FROM jobs, files
@@ -97,15 +104,19 @@ def summary(dsn: str) -> dict[str, Any]:
 
 def _estimate_lines(raw: dict[str, Any]) -> int:
     """Lines of split files, plus the rest estimated from compressed size."""
-    known_lines, known_bytes = int(raw["lines_split_files"]), int(raw["bytes_split"])
+    raw_counted = int(raw["raw_counted"])
+    per_raw_byte = int(raw["lines_counted"]) / raw_counted if raw_counted else 0.0
+    known_lines = int(raw["lines_counted_split"]) + int(raw["raw_uncounted_split"]) * per_raw_byte
+    lines_cut = int(raw["lines_counted"]) + int(raw["raw_uncounted"]) * per_raw_byte
+    known_bytes = int(raw["bytes_split"])
     unknown_bytes = int(raw["bytes_total"]) - known_bytes
     if known_bytes:
         per_byte = known_lines / known_bytes
     elif int(raw["chunk_bytes"]):  # nothing fully split yet: chunks compress about alike
-        per_byte = int(raw["lines_cut"]) / int(raw["chunk_bytes"])
+        per_byte = lines_cut / int(raw["chunk_bytes"])
     else:
-        return known_lines
-    return known_lines + round(unknown_bytes * per_byte)
+        return round(known_lines)
+    return round(known_lines + unknown_bytes * per_byte)
 
 
 def _duration(seconds: int | None) -> str:

@@ -7,6 +7,7 @@ never ended, and handles multi-frame files (pzstd, ``protheon gen --multi-frame`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -82,15 +83,16 @@ def _walk(source: BinaryIO, read_size: int) -> Iterator[bytes | FrameEnd]:
         raise CorruptInput(f"truncated zstd data: the last frame is cut at byte {consumed}")
 
 
-def frames(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[tuple[int, int, bytes]]:
-    """(compressed offset, compressed length, decompressed bytes) of each frame in turn."""
-    parts: list[bytes] = []
-    for item in _walk(source, read_size):
-        if isinstance(item, bytes):
-            parts.append(item)
-        else:
-            yield item[0], item[1], b"".join(parts)
-            parts = []
+def decompress_frame(data: bytes, offset: int = 0) -> bytes:
+    """The content of one whole frame (``offset``: where it sits in its file, for errors)."""
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = frame.decompress(data)
+    except zstandard.ZstdError as exc:
+        raise CorruptInput(f"corrupt zstd frame at compressed byte {offset}: {exc}") from None
+    if not frame.eof:
+        raise CorruptInput(f"truncated zstd data: the frame at compressed byte {offset} is cut")
+    return out
 
 
 def decompressed_blocks(source: BinaryIO, read_size: int = READ_SIZE) -> Iterator[bytes]:
@@ -98,3 +100,72 @@ def decompressed_blocks(source: BinaryIO, read_size: int = READ_SIZE) -> Iterato
     for item in _walk(source, read_size):
         if isinstance(item, bytes):
             yield item
+
+
+_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+_SKIPPABLE_MAGIC_LOW, _SKIPPABLE_MAGIC_HIGH = 0x184D2A50, 0x184D2A5F
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameExtent:
+    offset: int  # compressed offset of the frame in the source
+    length: int  # compressed length, header to checksum
+    content_size: int  # decompressed size, or -1 when the frame does not say
+
+
+def frame_extents(source: BinaryIO) -> Iterator[FrameExtent]:
+    """Where each frame of ``source`` starts and ends, from frame and block headers alone.
+
+    Walking a frame's block headers costs a few reads per 128 KiB block, not a
+    decompression: this is how the master cuts a multi-frame source into byte ranges at a
+    small fraction of a worker's CPU. The data itself is verified (block by block and by the
+    frame checksum) by whoever decompresses it.
+    """
+    while True:
+        offset = source.tell()
+        magic = _read(source, 4, offset, allow_eof=True)
+        if not magic:
+            return
+        number = int.from_bytes(magic, "little")
+        if _SKIPPABLE_MAGIC_LOW <= number <= _SKIPPABLE_MAGIC_HIGH:
+            size = int.from_bytes(_read(source, 4, offset), "little")
+            _skip(source, size, offset)
+            continue
+        if magic != _FRAME_MAGIC:
+            raise CorruptInput(f"no zstd frame at compressed byte {offset}")
+        header = magic + source.read(14)  # the longest frame header is 18 bytes
+        try:
+            header_size = zstandard.frame_header_size(header)
+            params = zstandard.get_frame_parameters(header[:header_size])
+        except zstandard.ZstdError as exc:
+            raise CorruptInput(
+                f"bad zstd frame header at compressed byte {offset}: {exc}"
+            ) from None
+        source.seek(offset + header_size)
+        while True:
+            block = int.from_bytes(_read(source, 3, offset), "little")
+            kind, size = (block >> 1) & 3, block >> 3
+            if kind == 3:
+                raise CorruptInput(f"bad zstd block in the frame at compressed byte {offset}")
+            _skip(source, 1 if kind == 1 else size, offset)  # an RLE block stores one byte
+            if block & 1:  # the frame's last block
+                break
+        if params.has_checksum:
+            _skip(source, 4, offset)
+        yield FrameExtent(offset, source.tell() - offset, params.content_size)
+
+
+def _read(source: BinaryIO, size: int, frame: int, allow_eof: bool = False) -> bytes:
+    try:
+        data = source.read(size)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot read: {exc}") from None
+    if len(data) != size and not (allow_eof and not data):
+        raise CorruptInput(f"truncated zstd data: the frame at compressed byte {frame} is cut")
+    return data
+
+
+def _skip(source: BinaryIO, size: int, frame: int) -> None:
+    if size:
+        source.seek(size - 1, 1)
+        _read(source, 1, frame)  # reading the last byte proves the file is that long

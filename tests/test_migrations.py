@@ -15,8 +15,12 @@ from psycopg import sql
 from protheon import db
 from tests.conftest import ADMIN_DSN, drop_database, dsn_for, run_protheon
 
-MIGRATIONS = ["0001_initial.sql", "0002_passthrough_chunks.sql"]
-RECORDED = [(1, "0001_initial.sql"), (2, "0002_passthrough_chunks.sql")]
+RECORDED = [
+    (1, "0001_initial.sql"),
+    (2, "0002_passthrough_chunks.sql"),
+    (3, "0003_lines_numbered_later.sql"),
+]
+MIGRATIONS = [name for _, name in RECORDED]
 
 
 def _exists(name: str) -> bool:
@@ -167,13 +171,16 @@ def test_rejects_are_unique_per_file_line(empty_dsn: str) -> None:
         ).fetchone()
         assert job_id is not None
         insert = (
-            "INSERT INTO protheon.rejects (file_id, job_id, line_number, error, line_bytes,"
-            " raw_line) VALUES (%s, %s, %s, 'bad', 3, 'bad')"
+            "INSERT INTO protheon.rejects (file_id, job_id, line_in_job, line_number, error,"
+            " line_bytes, raw_line) VALUES (%s, %s, %s, %s, 'bad', 3, 'bad')"
         )
-        conn.execute(insert, (file_id[0], job_id[0], 4))
-        conn.execute(insert, (file_id[0], job_id[0], 5))
-        with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute(insert, (file_id[0], job_id[0], 4))
+        conn.execute(insert, (file_id[0], job_id[0], 4, 4))
+        conn.execute(insert, (file_id[0], job_id[0], 5, 5))
+        conn.execute(insert, (file_id[0], job_id[0], 6, None))  # numbered later
+        conn.execute(insert, (file_id[0], job_id[0], 7, None))
+        for duplicate in ((8, 4), (4, 9)):  # the same file line; the same line of the job
+            with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+                conn.execute(insert, (file_id[0], job_id[0], *duplicate))
 
 
 # -- the command line ---------------------------------------------------------------------------

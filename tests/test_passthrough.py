@@ -12,9 +12,11 @@ import itertools
 import random
 from pathlib import Path
 
+import psycopg
 import pytest
 import zstandard
 
+from protheon.master.ledger import MasterLedger
 from protheon.master.splitter import Chunk, pass_through, split_file
 from protheon.worker.job import chunk_lines
 from protheon.zstdio import CorruptInput
@@ -32,7 +34,7 @@ def _source(tmp_path: Path, data: bytes, cuts: list[int]) -> tuple[Path, bytes]:
 def _lines_of(chunk: Chunk, blob: bytes) -> list[bytes]:
     assert chunk.source_offset is not None
     piece = blob[chunk.source_offset : chunk.source_offset + chunk.byte_size]
-    return list(chunk_lines(piece, chunk.line_count, chunk.head_skip, chunk.tail))
+    return list(chunk_lines(piece, None, chunk.head_skip, chunk.tail))
 
 
 def _data(rng: random.Random, lines: int, end_newline: bool = True) -> bytes:
@@ -65,13 +67,11 @@ def test_chunks_reassemble_the_source_exactly(
     if expected_lines[-1] == b"":
         expected_lines.pop()
     got: list[bytes] = []
-    next_line = 1
     for chunk in chunks:
-        assert chunk.first_line == next_line
-        lines = _lines_of(chunk, blob)
-        assert len(lines) == chunk.line_count
-        got.extend(lines)
-        next_line += chunk.line_count
+        # Cut without counting: the worker counts, the ledger numbers chunks after the first.
+        first_line = 1 if chunk.seq == 0 else None
+        assert (chunk.first_line, chunk.line_count) == (first_line, None)
+        got.extend(_lines_of(chunk, blob))
     assert got == expected_lines
     ranges = [(c.source_offset or 0, (c.source_offset or 0) + c.byte_size) for c in chunks]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges)), "ranges never overlap"
@@ -83,17 +83,27 @@ def test_a_resumed_split_yields_the_same_remaining_chunks(tmp_path: Path) -> Non
     path, _ = _source(tmp_path, data, list(range(5000, len(data), 37_000)))
     chunks = list(pass_through(path, 200))
     middle = len(chunks) // 2
-    resumed = list(pass_through(path, 200, chunks[middle].first_line - 1, middle))
+    resumed = list(pass_through(path, 200, middle))
     assert resumed == chunks[middle:]
 
 
-def test_a_resumed_split_notices_a_changed_file(tmp_path: Path) -> None:
-    rng = random.Random(9)
-    data = _data(rng, 1000)
-    path, _ = _source(tmp_path, data, list(range(5000, len(data), 20_000)))
-    chunks = list(pass_through(path, 100))
-    with pytest.raises(CorruptInput, match="the file changed"):
-        list(pass_through(path, 100, chunks[2].first_line + 5, 2))
+@pytest.mark.parametrize("wanted", [100, 400])
+def test_chunks_hold_about_the_lines_asked_for(tmp_path: Path, wanted: int) -> None:
+    """Cut by decompressed size at the line length of the file's first MiBs."""
+    data = b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"z" * (i % 50)) for i in range(4000))
+    path, blob = _source(tmp_path, data, list(range(1000, len(data), 1000)))  # ~21 lines each
+    counts = [len(_lines_of(chunk, blob)) for chunk in pass_through(path, wanted)]
+    assert sum(counts) == 4000
+    assert all(wanted * 0.8 <= count <= wanted * 1.2 for count in counts[:-1]), counts
+    assert counts[-1] <= wanted * 1.2
+
+
+def test_a_frame_cut_short_fails_the_split_with_its_offset(tmp_path: Path) -> None:
+    data = _data(random.Random(9), 400)
+    path, blob = _source(tmp_path, data, list(range(5000, len(data), 20_000)))
+    path.write_bytes(blob[:-10])
+    with pytest.raises(CorruptInput, match="truncated zstd data"):
+        list(pass_through(path, 50))
 
 
 def test_single_frame_sources_are_recompressed(tmp_path: Path) -> None:
@@ -111,3 +121,52 @@ def test_single_frame_sources_are_recompressed(tmp_path: Path) -> None:
         )
         == data
     )
+
+
+def test_the_ledger_numbers_lines_once_every_chunk_before_is_counted(pg_dsn: str) -> None:
+    """Workers count a passed-through chunk's lines; the master numbers the file's lines (and
+    the rejects) up to the first chunk still uncounted."""
+    ledger = MasterLedger(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        (file_id,) = conn.execute(
+            "INSERT INTO protheon.files (name, size_bytes, mtime, status)"
+            " VALUES ('a.zst', 1, now(), 'split') RETURNING file_id"
+        ).fetchone() or (0,)
+        jobs = [
+            conn.execute(
+                "INSERT INTO protheon.jobs (file_id, seq, first_line, byte_size, raw_size)"
+                " VALUES (%s, %s, %s, 1, 1) RETURNING job_id",
+                (file_id, seq, 1 if seq == 0 else None),
+            ).fetchone()[0]  # type: ignore[index]
+            for seq in range(4)
+        ]
+
+        def worker_done(job: int, lines: int, bad_line_in_job: int) -> None:
+            conn.execute(
+                "INSERT INTO protheon.rejects (file_id, job_id, line_in_job, error, line_bytes,"
+                " raw_line) VALUES (%s, %s, %s, 'bad', 1, 'x')",
+                (file_id, job, bad_line_in_job),
+            )
+            conn.execute(
+                "UPDATE protheon.jobs SET status = 'done', line_count = %s WHERE job_id = %s",
+                (lines, job),
+            )
+
+        def numbers() -> list[tuple[int | None, int | None]]:
+            return conn.execute(
+                "SELECT j.first_line, r.line_number FROM protheon.jobs j"
+                " LEFT JOIN protheon.rejects r USING (job_id) ORDER BY j.seq"
+            ).fetchall()
+
+        worker_done(jobs[1], 20, 2)
+        worker_done(jobs[3], 40, 4)
+        ledger.number_lines()
+        assert numbers() == [(1, None), (None, None), (None, None), (None, None)]
+        worker_done(jobs[0], 10, 1)
+        assert ledger.close_finished_files() == []
+        assert numbers() == [(1, 1), (11, 12), (None, None), (None, None)]
+        worker_done(jobs[2], 30, 3)
+        assert ledger.close_finished_files() == ["a.zst"]
+        assert numbers() == [(1, 1), (11, 12), (31, 33), (61, 64)]
+        assert conn.execute("SELECT lines_total FROM protheon.files").fetchone() == (100,)
+    ledger.close()

@@ -99,8 +99,9 @@ def test_api_shape_gives_the_same_rows() -> None:
 def test_integer_ids_and_duplicates_across_batches_of_one_job() -> None:
     int_id = with_field("_id", 44)
     lines = [_line(GOOD), b"", _line(int_id), _line(GOOD), _line(int_id)]
-    result = list(batches(lines, first_line=100, job_id=1, batch_lines=2))
+    result = list(batches(lines, job_id=1, batch_lines=2))
     assert len(result) == 3
+    assert [batch.lines for batch in result] == [2, 2, 1]
     assert [row[0] for batch in result for row in batch.instances] == [42, 44]
     assert sum(batch.duplicate_lines for batch in result) == 2
     assert sum(batch.blank_lines for batch in result) == 1
@@ -127,7 +128,7 @@ def test_generated_files_agree_with_the_oracle(tmp_path: Path) -> None:
     weapons: set[tuple[object, ...]] = set()
     rejects: set[tuple[str, object]] = set()
     for path in paths:
-        for batch in batches(read_lines(path), first_line=1, job_id=1, batch_lines=400):
+        for batch in batches(read_lines(path), job_id=1, batch_lines=400):
             instances.update(int(row[0]) for row in batch.instances)  # type: ignore[call-overload]
             entries.update(row[:2] for row in batch.entries)
             weapons.update(row[:3] for row in batch.weapons)

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from protheon.master.watcher import InputFile, InputWatcher
+from protheon.master.watcher import InputFile, InputWatcher, changed_since
 
 SETTLE = 0.2
 
@@ -161,3 +161,19 @@ def test_ready_files_come_sorted_by_name(tmp_path: Path) -> None:
     assert watcher.scan(set()) == []
     time.sleep(SETTLE * 1.25)
     assert _names(watcher.scan(set())) == sorted(names)
+
+
+def test_changed_since_tells_a_replaced_or_grown_file_from_the_registered_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.jsonl.zst"
+    path.write_bytes(b"12345")
+    [found] = InputWatcher(tmp_path, settle_seconds=0).scan(set())
+    assert changed_since(path, found.size, found.mtime) is None
+    path.write_bytes(b"123456")
+    assert "changed since it was registered" in str(changed_since(path, found.size, found.mtime))
+    path.write_bytes(b"12345")  # same size, another mtime: replaced
+    os.utime(path, ns=(0, int(found.mtime.timestamp() * 1e9) + 10**9))
+    assert changed_since(path, found.size, found.mtime) is not None
+    path.unlink()
+    assert "cannot stat" in str(changed_since(path, found.size, found.mtime))

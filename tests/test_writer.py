@@ -46,7 +46,7 @@ def _add_jobs(dsn: str, count: int) -> list[int]:
 def _write(dsn: str, job_id: int, lines: list[bytes], name: str = "w") -> WriteResult:
     writer = JobWriter(dsn, name)
     try:
-        return writer.write(job_id, 1, lambda: batches(lines, 1, job_id, batch_lines=3))
+        return writer.write(job_id, 1, lambda: batches(lines, job_id, batch_lines=3))
     finally:
         writer.close()
 
@@ -79,7 +79,7 @@ def test_a_failed_job_leaves_no_trace(pg_dsn: str) -> None:
 
     writer = JobWriter(pg_dsn, "w")
     with pytest.raises(OSError):
-        writer.write(job, 1, lambda: batches(lines_then_failure(), 1, job, batch_lines=2))
+        writer.write(job, 1, lambda: batches(lines_then_failure(), job, batch_lines=2))
     writer.close()
     for table in ("pgcr.instances", "pgcr.entries", "pgcr.players", "protheon.rejects"):
         assert _count(pg_dsn, table) == 0, table

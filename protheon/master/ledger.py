@@ -89,8 +89,9 @@ class MasterLedger:
                  chunk.raw_size, chunk.source_offset, chunk.head_skip, chunk.tail),
             ).fetchone()  # fmt: skip
             self._conn.execute(
-                "UPDATE protheon.files SET lines_split = %s, chunks_split = %s WHERE file_id = %s",
-                (chunk.first_line - 1 + chunk.line_count, chunk.seq + 1, file_id),
+                "UPDATE protheon.files SET lines_split = coalesce(%s, lines_split),"
+                " chunks_split = %s WHERE file_id = %s",
+                (chunk.lines_after, chunk.seq + 1, file_id),
             )
         assert row is not None
         return int(row[0])
@@ -103,7 +104,7 @@ class MasterLedger:
                 (job_id,),
             )
 
-    def finish_split(self, file_id: int, lines_total: int, chunks_total: int) -> None:
+    def finish_split(self, file_id: int, lines_total: int | None, chunks_total: int) -> None:
         with self._lock:
             self._conn.execute(
                 "UPDATE protheon.files SET status = 'split', split_at = now(),"
@@ -111,7 +112,9 @@ class MasterLedger:
                 (lines_total, chunks_total, file_id),
             )
 
-    def fail_file(self, file_id: int, error: str, lines_split: int, chunks_split: int) -> None:
+    def fail_file(
+        self, file_id: int, error: str, lines_split: int | None, chunks_split: int
+    ) -> None:
         """The file cannot be read further; the chunks already cut still load."""
         with self._lock:
             self._conn.execute(
@@ -158,14 +161,46 @@ class MasterLedger:
             ).fetchall()
         return {row[0] for row in rows}
 
+    def number_lines(self) -> None:
+        """Give passed-through jobs whose earlier chunks all have a line count their first
+        line, then their rejects a line number in the file (the partial indexes keep this to
+        the few rows still waiting)."""
+        with self._lock, self._conn.transaction():
+            self._conn.execute(_NUMBER_JOBS)
+            self._conn.execute(
+                "UPDATE protheon.rejects r SET line_number = j.first_line + r.line_in_job - 1"
+                " FROM protheon.jobs j WHERE r.line_number IS NULL AND j.job_id = r.job_id"
+                " AND j.first_line IS NOT NULL"
+            )
+
     def close_finished_files(self) -> list[str]:
-        """Mark split files whose jobs are all done as done; return their names."""
+        """Mark split files whose jobs are all done as done, with their line total (known only
+        now for a passed-through file); return their names."""
+        self.number_lines()
         with self._lock:
             rows = self._conn.execute(
-                "UPDATE protheon.files f SET status = 'done', done_at = now()"
+                "UPDATE protheon.files f SET status = 'done', done_at = now(),"
+                " lines_total = (SELECT sum(line_count) FROM protheon.jobs j"
+                "                WHERE j.file_id = f.file_id)"
                 " WHERE f.status = 'split' AND NOT EXISTS ("
                 "   SELECT 1 FROM protheon.jobs j WHERE j.file_id = f.file_id"
                 "   AND j.status <> 'done')"
                 " RETURNING f.name"
             ).fetchall()
         return [row[0] for row in rows]
+
+
+# A job's first line is 1 + the lines of the chunks before it, once none of those is unknown.
+_NUMBER_JOBS = """
+WITH numbered AS (
+  SELECT job_id,
+         1 + sum(line_count) OVER w - line_count AS first_line,
+         count(*) FILTER (WHERE line_count IS NULL) OVER w AS unknown
+  FROM protheon.jobs
+  WHERE file_id IN (SELECT file_id FROM protheon.jobs WHERE first_line IS NULL)
+  WINDOW w AS (PARTITION BY file_id ORDER BY seq)
+)
+UPDATE protheon.jobs j SET first_line = n.first_line
+FROM numbered n
+WHERE j.job_id = n.job_id AND j.first_line IS NULL AND n.unknown = 0
+"""

@@ -33,9 +33,9 @@ from protheon.master import metrics as master_metrics
 from protheon.master.chunk_server import ChunkService, OpenChunk, OpenChunks, start_server
 from protheon.master.ledger import FileRecord, MasterLedger
 from protheon.master.splitter import chunk_path, split_file
-from protheon.master.watcher import InputFile, InputWatcher
+from protheon.master.watcher import InputFile, InputWatcher, changed_since
 from protheon.sdnotify import Notifier, Progress, Watchdog
-from protheon.zstdio import InputError
+from protheon.zstdio import CorruptInput, InputError
 
 log = logging.getLogger(__name__)
 
@@ -197,17 +197,20 @@ class Master:
         self, channel: BlockingChannel, record: FileRecord, first_seen: float | None = None
     ) -> None:
         source = self.settings.input / record.name
-        lines, chunks = record.lines_split, record.chunks_split
+        lines: int | None = record.lines_split
+        chunks = record.chunks_split
         started = time.monotonic()
         self.splitting = record.name
         try:
+            if change := changed_since(source, record.size_bytes, record.mtime):
+                raise CorruptInput(change)
             for chunk in split_file(
                 source, self.settings.workspace, record.file_id, self.settings.chunk_lines,
-                self.settings.chunk_level, skip_lines=lines, first_seq=chunks,
+                self.settings.chunk_level, skip_lines=record.lines_split, first_seq=chunks,
                 on_block=self.progress.beat,
             ):  # fmt: skip
                 job_id = self.ledger.record_chunk(record.file_id, chunk)
-                lines, chunks = chunk.first_line - 1 + chunk.line_count, chunk.seq + 1
+                lines, chunks = chunk.lines_after, chunk.seq + 1
                 self.chunks.add(OpenChunk(
                     job_id, chunk.path, chunk.byte_size, chunk.source_offset or 0, chunk.tail,
                     owned=chunk.source_offset is None,
@@ -224,15 +227,15 @@ class Master:
                 if not self._wait_for_room():
                     return  # stopping: the file stays 'splitting' and resumes on the next start
         except InputError as exc:
-            log.error("%s: %s (%d lines before it still load)", record.name, exc, lines)
+            log.error("%s: %s (the %d chunks cut before it still load)", record.name, exc, chunks)
             self.ledger.fail_file(record.file_id, str(exc), lines, chunks)
             return
         finally:
             self.splitting = ""
         self.ledger.finish_split(record.file_id, lines, chunks)
         log.info(
-            "%s: split into %d chunks, %d lines, in %.1fs",
-            record.name, chunks, lines, time.monotonic() - started,
+            "%s: split into %d chunks%s in %.1fs", record.name, chunks,
+            f", {lines} lines," if lines is not None else "", time.monotonic() - started,
         )  # fmt: skip
 
     def _publish(self, channel: BlockingChannel, message: broker.JobMessage) -> None:

@@ -22,9 +22,11 @@ import zstandard
 
 from protheon.zstdio import (
     CorruptInput,
+    FrameExtent,
     UnreadableInput,
+    decompress_frame,
     decompressed_blocks,
-    frames,
+    frame_extents,
     small_frames,
 )
 
@@ -32,8 +34,10 @@ from protheon.zstdio import (
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     seq: int
-    first_line: int  # 1-based line number of the chunk's first line in the source file
-    line_count: int
+    # 1-based line number of the chunk's first line in the source file, and its lines; None
+    # for a passed-through chunk (cut without counting): the worker counts them.
+    first_line: int | None
+    line_count: int | None
     path: Path  # the chunk file, or the source itself for a passed-through byte range
     byte_size: int  # compressed
     raw_size: int
@@ -44,6 +48,14 @@ class Chunk:
     source_offset: int | None = None
     head_skip: int = 0
     tail: bytes = b""
+
+
+    @property
+    def lines_after(self) -> int | None:
+        """Lines of the file up to the end of this chunk, when known."""
+        if self.first_line is None or self.line_count is None:
+            return None
+        return self.first_line - 1 + self.line_count
 
 
 def chunk_path(workspace: Path, file_id: int, seq: int) -> Path:
@@ -99,15 +111,15 @@ def split_file(
     on_block: Callable[[], None] = lambda: None,
 ) -> Iterator[Chunk]:
     """Chunks of ``source``: byte ranges of whole frames when the source is made of small
-    frames (no recompression: the master only decompresses to count lines), else recompressed
-    chunk files. Raises protheon.zstdio.InputError when the file is damaged or unreadable."""
+    frames (no recompression, and hardly any decompression), else recompressed chunk files.
+    Raises protheon.zstdio.InputError when the file is damaged or unreadable."""
     with _open_source(source) as fh:
         try:
             header = fh.read(18)
         except OSError as exc:
             raise UnreadableInput(f"cannot read: {exc}") from None
     if small_frames(header):
-        return pass_through(source, chunk_lines, skip_lines, first_seq, on_block)
+        return pass_through(source, chunk_lines, first_seq, on_block)
     return recompress(source, workspace, file_id, chunk_lines, level, skip_lines, first_seq,
                       on_block)  # fmt: skip
 
@@ -124,50 +136,60 @@ class _Range:
     offset: int
     head_skip: int
     end: int = 0
-    lines: int = 0
     raw: int = 0
-    partial: bool = False  # its last line continues in later frames
+
+
+# Decompressed bytes read at the start of a passed-through file to learn its line length.
+CALIBRATION_BYTES = 4 << 20
 
 
 def pass_through(
     source: Path,
     chunk_lines: int,
-    skip_lines: int = 0,
     first_seq: int = 0,
     on_block: Callable[[], None] = lambda: None,
 ) -> Iterator[Chunk]:
-    """Chunks that are byte ranges of whole frames (pzstd-style sources may end frames
-    mid-line: a line belongs to the chunk it starts in, completed by ``tail``). A resumed
-    split recomputes the same boundaries from the start and skips chunks before ``first_seq``.
+    """Chunks that are byte ranges of whole frames, cut from frame headers alone.
+
+    The master decompresses only the first few MiB (to learn how many bytes make
+    ``chunk_lines`` lines) and the frames at each cut (to find where a line crossing it
+    ends): a line belongs to the chunk it starts in, completed by ``tail``; the next chunk
+    skips ``head_skip`` bytes. Line counts come from the workers, so chunks carry none. A
+    resumed split recomputes the same cuts and skips chunks before ``first_seq``.
     """
-    seq, line_no = 0, 1
-    current: _Range | None = None
-    waiting: _Range | None = None  # closed, but its last line is still incomplete
-    tail: list[bytes] = []
+    with _open_source(source) as fh, _open_source(source) as reader:
+        target = _raw_bytes_per_chunk(reader, chunk_lines)
 
-    def close(span: _Range, tail_bytes: bytes) -> Chunk | None:
-        nonlocal seq, line_no
-        lines = span.lines + (1 if span.partial else 0)
-        size, raw = span.end - span.offset, span.raw + len(tail_bytes)
-        chunk = Chunk(seq, line_no, lines, source, size, raw, span.offset, span.head_skip,
-                      tail_bytes)  # fmt: skip
-        seq, line_no = seq + 1, line_no + lines
-        if chunk.seq < first_seq:
-            return None
-        if chunk.seq == first_seq and chunk.first_line != skip_lines + 1:
-            raise CorruptInput(f"the file changed: chunk {first_seq} no longer starts at"
-                               f" line {skip_lines + 1}")  # fmt: skip
-        return chunk
+        def content(extent: FrameExtent) -> bytes:
+            reader.seek(extent.offset)
+            return decompress_frame(_read_exactly(reader, extent.length), extent.offset)
 
-    fh = _open_source(source)
-    with fh:
-        data = b""
-        for offset, length, data in frames(fh):
+        seq = 0
+        current: _Range | None = None
+        waiting: _Range | None = None  # cut, but its last line continues in later frames
+        tail: list[bytes] = []
+
+        def close(span: _Range, tail_bytes: bytes) -> Chunk | None:
+            nonlocal seq
+            chunk = Chunk(
+                seq, 1 if seq == 0 else None, None, source, span.end - span.offset,
+                span.raw + len(tail_bytes), span.offset, span.head_skip, tail_bytes,
+            )  # fmt: skip
+            seq += 1
+            return chunk if chunk.seq >= first_seq else None
+
+        for extent in frame_extents(fh):
             on_block()
+            data: bytes | None = None
+            size = extent.content_size
+            if size < 0:
+                data = content(extent)
+                size = len(data)
             start = 0
             if waiting is not None:
+                data = data if data is not None else content(extent)
                 newline = data.find(b"\n")
-                if newline < 0:  # the straddling line spans this whole frame too
+                if newline < 0:  # the line crossing the cut spans this whole frame too
                     tail.append(data)
                     continue
                 tail.append(data[: newline + 1])
@@ -175,27 +197,47 @@ def pass_through(
                 if (chunk := close(waiting, b"".join(tail))) is not None:
                     yield chunk
                 waiting, tail = None, []
-                if start == len(data):
+                if start == size:
                     continue
             if current is None:
-                current = _Range(offset, start)
-            current.end = offset + length
-            current.lines += data.count(b"\n", start)
-            current.raw += len(data) - start
-            if current.lines >= chunk_lines:
-                current.partial = not data.endswith(b"\n")
-                if current.partial:
+                current = _Range(extent.offset, start)
+            current.end = extent.offset + extent.length
+            current.raw += size - start
+            if current.raw + size // 2 >= target:  # the nearest frame boundary to the target
+                data = data if data is not None else content(extent)
+                if data.endswith(b"\n"):
+                    if (chunk := close(current, b"")) is not None:
+                        yield chunk
+                else:
                     waiting = current
-                elif (chunk := close(current, b"")) is not None:
-                    yield chunk
                 current = None
-        # The file may end inside the straddling line.
+        # The file may end inside the line crossing the last cut, or without a final newline.
         if waiting is not None and (chunk := close(waiting, b"".join(tail))) is not None:
             yield chunk
-        if current is not None and current.raw:
-            current.partial = not data.endswith(b"\n")
-            if (chunk := close(current, b"")) is not None:
-                yield chunk
+        if current is not None and current.raw and (chunk := close(current, b"")) is not None:
+            yield chunk
+
+
+def _raw_bytes_per_chunk(reader: BinaryIO, chunk_lines: int) -> int:
+    """Decompressed bytes that hold about ``chunk_lines`` lines, from the file's first MiBs
+    (the same for every run over the same file, so a resumed split cuts the same chunks)."""
+    raw = lines = 0
+    for block in decompressed_blocks(reader):
+        raw += len(block)
+        lines += block.count(b"\n")
+        if raw >= CALIBRATION_BYTES:
+            break
+    return max(1, chunk_lines * raw // max(lines, 1))
+
+
+def _read_exactly(reader: BinaryIO, size: int) -> bytes:
+    try:
+        data = reader.read(size)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot read: {exc}") from None
+    if len(data) != size:
+        raise CorruptInput("the file shrank while it was being split")
+    return data
 
 
 def recompress(

@@ -92,3 +92,20 @@ def _is_candidate(name: str) -> bool:
         and not name.startswith(".")
         and not name.endswith(_TEMPORARY_SUFFIXES)
     )
+
+
+def changed_since(path: Path, size: int, mtime: datetime) -> str | None:
+    """Why ``path`` is no longer the file registered with ``size`` and ``mtime``, or None.
+
+    A resumed split must cut the very file whose first chunks are already loaded; a file
+    replaced or appended to meanwhile would silently mix two versions.
+    """
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    now = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
+    if stat.st_size != size or abs((now - mtime).total_seconds()) > 0.001:
+        return (f"the file changed since it was registered ({size} bytes, mtime {mtime:%F %T}):"
+                f" now {stat.st_size} bytes, mtime {now:%F %T}")  # fmt: skip
+    return None

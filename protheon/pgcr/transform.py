@@ -129,12 +129,16 @@ class Batch:
     entries: list[Row] = dataclasses.field(default_factory=list)
     weapons: list[Row] = dataclasses.field(default_factory=list)
     players: dict[int, Row] = dataclasses.field(default_factory=dict)
-    rejects: list[Row] = dataclasses.field(default_factory=list)  # (line_number, error, bytes, raw)
+    # (line number within the job, error, bytes, raw): the file's line numbering is the
+    # ledger's business, because a passed-through chunk learns its first line only later.
+    rejects: list[Row] = dataclasses.field(default_factory=list)
     duplicate_lines: int = 0
     blank_lines: int = 0
+    lines: int = 0
 
-    def add_line(self, line_number: int, line: bytes) -> None:
+    def add_line(self, line_in_job: int, line: bytes) -> None:
         """Decode and transform one line; a bad line becomes a reject, never an exception."""
+        self.lines += 1
         if not line.strip():
             self.blank_lines += 1
             return
@@ -142,13 +146,13 @@ class Batch:
             pgcr = decode(line)
             self._add_pgcr(pgcr)
         except DecodeError as exc:
-            self.add_reject(line_number, str(exc), line)
+            self.add_reject(line_in_job, str(exc), line)
         except (ValueError, OverflowError) as exc:  # e.g. a period near year 9999 + a duration
-            self.add_reject(line_number, f"invalid PGCR: {type(exc).__name__}: {exc}", line)
+            self.add_reject(line_in_job, f"invalid PGCR: {type(exc).__name__}: {exc}", line)
 
-    def add_reject(self, line_number: int, error: str, line: bytes) -> None:
+    def add_reject(self, line_in_job: int, error: str, line: bytes) -> None:
         raw = line[: REJECT_KEEP_CHARS * 4].decode("utf-8", "replace")[:REJECT_KEEP_CHARS]
-        self.rejects.append((line_number, error[:1000], len(line), raw.replace("\x00", "\ufffd")))
+        self.rejects.append((line_in_job, error[:1000], len(line), raw.replace("\x00", "\ufffd")))
 
     def _add_pgcr(self, pgcr: Pgcr) -> None:
         details = pgcr.activity_details
@@ -212,6 +216,7 @@ def merged(parts: Iterable[Batch]) -> Batch:
         result.rejects.extend(part.rejects)
         result.duplicate_lines += part.duplicate_lines
         result.blank_lines += part.blank_lines
+        result.lines += part.lines
         for membership_id, player in part.players.items():
             known = result.players.get(membership_id)
             if known is None or known[7] < player[7]:  # type: ignore[operator]
@@ -219,10 +224,9 @@ def merged(parts: Iterable[Batch]) -> Batch:
     return result if result is not None else Batch(job_id=0)
 
 
-def batches(
-    lines: Iterable[bytes], first_line: int, job_id: int, batch_lines: int = 5000
-) -> Iterator[Batch]:
+def batches(lines: Iterable[bytes], job_id: int, batch_lines: int = 5000) -> Iterator[Batch]:
     """Transform lines into batches of at most ``batch_lines`` lines, so memory stays bounded.
+    Rejects are numbered from 1 within the job.
 
     The batches of one call share the set of instance ids already seen, so a PGCR repeated
     inside the chunk is counted as a duplicate once and never written twice.
@@ -230,8 +234,8 @@ def batches(
     seen: set[int] = set()
     batch = Batch(job_id, seen)
     in_batch = 0
-    for offset, line in enumerate(lines):
-        batch.add_line(first_line + offset, line)
+    for line_in_job, line in enumerate(lines, 1):
+        batch.add_line(line_in_job, line)
         in_batch += 1
         if in_batch == batch_lines:
             yield batch

@@ -51,9 +51,10 @@ def _text(data: bytes, head_skip: int, tail: bytes) -> Iterator[bytes]:
 
 
 def chunk_lines(
-    data: bytes, expected: int, head_skip: int = 0, tail: bytes = b""
+    data: bytes, expected: int | None, head_skip: int = 0, tail: bytes = b""
 ) -> Iterator[bytes]:
-    """Lines of a compressed chunk, streamed; raises ChunkMismatch if the count is off."""
+    """Lines of a compressed chunk, streamed; raises ChunkMismatch if the count is off (a
+    passed-through chunk's count is not known beforehand: its frames carry checksums)."""
     count = 0
     carry = b""
     for block in _text(data, head_skip, tail):
@@ -65,7 +66,7 @@ def chunk_lines(
     if carry:
         count += 1
         yield carry
-    if count != expected:
+    if expected is not None and count != expected:
         raise ChunkMismatch(f"chunk holds {count} lines, its job says {expected}")
 
 
@@ -125,10 +126,9 @@ class JobRunner:
         result = self.writer.write(
             job.job_id,
             job.file_id,
-            lambda: batches(
-                chunk_lines(data, job.line_count, job.head_skip, tail), job.first_line, job.job_id
-            ),
+            lambda: batches(chunk_lines(data, job.line_count, job.head_skip, tail), job.job_id),
             self.on_progress,
+            first_line=job.first_line,
         )
         return JobOutcome(job.job_id, result, "written", time.monotonic() - started)
 

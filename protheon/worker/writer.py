@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import psycopg
 from psycopg import sql
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 # Each streaming (first-attempt) job can abort an ordered retry at most once, so the retries
 # needed are bounded by the number of jobs running at the same time.
 DEADLOCK_ATTEMPTS = 25
-REJECT_COLUMNS = ("file_id", "job_id", "line_number", "error", "line_bytes", "raw_line")
+REJECT_COLUMNS = (
+    "file_id", "job_id", "line_in_job", "line_number", "error", "line_bytes", "raw_line"
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,16 @@ class WriteResult:
     @property
     def rows(self) -> int:
         return self.pgcrs + self.entries + self.weapons + self.players + self.rejects
+
+
+def _reject_rows(
+    file_id: int, job_id: int, first_line: int | None, rejects: Iterable[Row]
+) -> Iterator[Row]:
+    """Rejects with their line in the file when the job knows where it starts."""
+    for line_in_job, *rest in rejects:
+        assert isinstance(line_in_job, int)
+        line = None if first_line is None else first_line + line_in_job - 1
+        yield (file_id, job_id, line_in_job, line, *rest)
 
 
 def _columns(names: Sequence[str]) -> sql.Composable:
@@ -137,8 +149,12 @@ class JobWriter:
         file_id: int,
         make_batches: Callable[[], Iterable[Batch]],
         on_batch: Callable[[], None] = lambda: None,
+        first_line: int | None = 1,
     ) -> WriteResult:
         """Write every batch and the done mark in one transaction.
+
+        ``first_line``: the file's number of the job's first line, for the rejects; None when
+        the job does not know it (a passed-through chunk): the master numbers them later.
 
         Batches stream, so two jobs holding the same duplicate PGCRs in opposite orders can
         deadlock on each other's uncommitted instance rows. PostgreSQL then aborts one of them;
@@ -149,10 +165,12 @@ class JobWriter:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 if attempt == 1:
-                    return self._write_once(job_id, file_id, make_batches(), on_batch)
+                    return self._write_once(job_id, file_id, make_batches(), on_batch, first_line)
                 # Retries take all rows at once, in key order: ordered lock takers cannot
                 # deadlock each other, so this converges (at the cost of memory, rarely).
-                return self._write_once(job_id, file_id, [merged(make_batches())], on_batch)
+                return self._write_once(
+                    job_id, file_id, [merged(make_batches())], on_batch, first_line
+                )
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == DEADLOCK_ATTEMPTS:
                     raise
@@ -161,10 +179,16 @@ class JobWriter:
         raise AssertionError("unreachable")
 
     def _write_once(
-        self, job_id: int, file_id: int, batches: Iterable[Batch], on_batch: Callable[[], None]
+        self,
+        job_id: int,
+        file_id: int,
+        batches: Iterable[Batch],
+        on_batch: Callable[[], None],
+        first_line: int | None,
     ) -> WriteResult:
         conn = self._connection()
         counts = dict.fromkeys(("pgcrs", "duplicates", "entries", "weapons", "rejects"), 0)
+        lines = 0
         with conn.transaction(), conn.cursor() as cur:
             status = cur.execute(
                 "SELECT status FROM protheon.jobs WHERE job_id = %s FOR UPDATE", (job_id,)
@@ -184,22 +208,23 @@ class JobWriter:
                 _copy(cur, sql.Identifier("staging_players"), PLAYER_COLUMNS, players)
                 _copy(
                     cur, sql.Identifier("protheon", "rejects"), REJECT_COLUMNS,
-                    ((file_id, job_id, *reject) for reject in batch.rejects),
+                    _reject_rows(file_id, job_id, first_line, batch.rejects),
                 )  # fmt: skip
                 counts["pgcrs"] += len(owned)
                 counts["duplicates"] += batch.duplicate_lines + len(batch.instances) - len(owned)
                 counts["entries"] += len(entries)
                 counts["weapons"] += len(weapons)
                 counts["rejects"] += len(batch.rejects)
+                lines += batch.lines
                 on_batch()
             players_written = self._upsert_players(cur)
             result = WriteResult(already_done=False, players=players_written, **counts)
             cur.execute(
                 "UPDATE protheon.jobs SET status = 'done', finished_at = now(), worker = %s,"
                 " error = NULL, pgcrs = %s, duplicates = %s, entries = %s, weapons = %s,"
-                " players = %s, rejects = %s WHERE job_id = %s",
+                " players = %s, rejects = %s, line_count = %s WHERE job_id = %s",
                 (self._worker, result.pgcrs, result.duplicates, result.entries, result.weapons,
-                 result.players, result.rejects, job_id),
+                 result.players, result.rejects, lines, job_id),
             )  # fmt: skip
         return result
 
