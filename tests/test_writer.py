@@ -9,7 +9,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from protheon.pgcr.transform import Batch, batches
+from protheon.pgcr.transform import (
+    ENTRY_COLUMNS,
+    INSTANCE_COLUMNS,
+    PLAYER_COLUMNS,
+    WEAPON_COLUMNS,
+    Batch,
+    batches,
+)
 from protheon.worker.writer import JobWriter, WriteResult
 from tests.contract_cases import with_field
 
@@ -144,3 +151,28 @@ def test_batch_without_rows_still_marks_the_job_done(pg_dsn: str) -> None:
             "SELECT status FROM protheon.jobs WHERE job_id = %s", (job,)
         ).fetchone() == ("done",)
     assert isinstance(Batch(job_id=job), Batch)
+
+
+def test_every_value_lands_as_the_transform_made_it(pg_dsn: str) -> None:
+    """Binary COPY names each column's type: every value must come back unchanged (ints of
+    each width, reals, booleans, text, timestamps, arrays, NULLs)."""
+    (job,) = _add_jobs(pg_dsn, 1)
+    lines = [_pgcr(7, (9, 10), name="Ünïcode ✓"), _pgcr(8, (11,)), b'{"not": "a pgcr"}']
+    (batch,) = batches(lines, job)
+    writer = JobWriter(pg_dsn, "w")
+    try:
+        writer.write(job, 1, lambda: batches(lines, job), first_line=41)
+    finally:
+        writer.close()
+    with psycopg.connect(pg_dsn) as conn:
+
+        def table(name: str, columns: tuple[str, ...]) -> list[tuple[object, ...]]:
+            return conn.execute(f"SELECT {', '.join(columns)} FROM {name} ORDER BY 1, 2").fetchall()
+
+        assert table("pgcr.instances", INSTANCE_COLUMNS) == sorted(batch.instances)  # type: ignore[type-var]
+        assert table("pgcr.entries", ENTRY_COLUMNS) == sorted(batch.entries)  # type: ignore[type-var]
+        assert table("pgcr.weapons", WEAPON_COLUMNS) == sorted(batch.weapons)  # type: ignore[type-var]
+        assert table("pgcr.players", PLAYER_COLUMNS) == sorted(batch.players.values())  # type: ignore[type-var]
+        assert conn.execute(
+            "SELECT line_in_job, line_number, line_bytes, raw_line FROM protheon.rejects"
+        ).fetchall() == [(3, 43, len(lines[2]), lines[2].decode())]

