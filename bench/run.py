@@ -204,7 +204,7 @@ def pipeline(files: list[Path], workers: int, chunk_lines: int, work: Path) -> d
         time.sleep(2)  # processes up and connected: time the load, not the start
         baseline = {p.pid: proc_stats(p.pid)[0] for p in [master, *procs]}
         appeared: dict[str, float] = {}
-        started = time.monotonic()
+        started = time.time()
         for path in files:  # each file is renamed in complete, as rsync would
             shutil.copy2(path, inbox / f".{path.name}.part")  # keeps mtime, like rsync -a
             os.replace(inbox / f".{path.name}.part", inbox / path.name)
@@ -215,7 +215,11 @@ def pipeline(files: list[Path], workers: int, chunk_lines: int, work: Path) -> d
                 if done.fetchone()[0] == len(files):  # type: ignore[index]
                     break
                 time.sleep(0.2)
-            wall = time.monotonic() - started
+            # Loaded = the last job committed (the master closes files on its next sweep).
+            last_commit = conn.execute(
+                "SELECT extract(epoch FROM max(finished_at)) FROM protheon.jobs"
+            ).fetchone()[0]  # type: ignore[index]
+            wall = float(last_commit) - started
             firsts = conn.execute(
                 "SELECT f.name, extract(epoch FROM min(j.published_at)) FROM protheon.jobs j"
                 " JOIN protheon.files f USING (file_id) GROUP BY f.name"

@@ -49,7 +49,6 @@ class Chunk:
     head_skip: int = 0
     tail: bytes = b""
 
-
     @property
     def lines_after(self) -> int | None:
         """Lines of the file up to the end of this chunk, when known."""

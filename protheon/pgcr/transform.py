@@ -204,26 +204,6 @@ class Batch:
                 self.players[membership_id] = player
 
 
-def merged(parts: Iterable[Batch]) -> Batch:
-    """One batch holding all of ``parts`` (for the writer's ordered retry after a deadlock)."""
-    result: Batch | None = None
-    for part in parts:
-        if result is None:
-            result = Batch(part.job_id, part.seen)
-        result.instances.extend(part.instances)
-        result.entries.extend(part.entries)
-        result.weapons.extend(part.weapons)
-        result.rejects.extend(part.rejects)
-        result.duplicate_lines += part.duplicate_lines
-        result.blank_lines += part.blank_lines
-        result.lines += part.lines
-        for membership_id, player in part.players.items():
-            known = result.players.get(membership_id)
-            if known is None or known[7] < player[7]:  # type: ignore[operator]
-                result.players[membership_id] = player
-    return result if result is not None else Batch(job_id=0)
-
-
 def batches(lines: Iterable[bytes], job_id: int, batch_lines: int = 5000) -> Iterator[Batch]:
     """Transform lines into batches of at most ``batch_lines`` lines, so memory stays bounded.
     Rejects are numbered from 1 within the job.

@@ -28,7 +28,6 @@ from protheon.pgcr.transform import (
     WEAPON_COLUMNS,
     Batch,
     Row,
-    merged,
 )
 
 log = logging.getLogger(__name__)
@@ -153,18 +152,19 @@ class JobWriter:
         Batches stream, so two jobs holding the same duplicate PGCRs in opposite orders can
         deadlock on each other's uncommitted instance rows. PostgreSQL then aborts one of them;
         that one starts over from ``make_batches()`` (the chunk is still in memory) after a
-        short random pause, this time with all its rows in one sorted batch. Any other error
-        raises: the job is redelivered later, which is safe because nothing of it committed.
+        short random pause, this time inserting all its instances first, in one statement in
+        key order, then transforming the chunk again for the rest: memory stays bounded by
+        the job's instance rows, not all its rows. Any other error raises: the job is
+        redelivered later, which is safe because nothing of it committed.
         """
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
-                if attempt == 1:
-                    return self._write_once(job_id, file_id, make_batches(), on_batch, first_line)
-                # Retries take all rows at once, in key order: ordered lock takers cannot
-                # deadlock each other, so this converges (at the cost of memory, rarely).
+                # Retries take their instance locks in key order: ordered lock takers cannot
+                # deadlock each other, so this converges.
                 return self._write_once(
-                    job_id, file_id, [merged(make_batches())], on_batch, first_line
-                )
+                    job_id, file_id, make_batches, on_batch, first_line,
+                    instances_first=attempt > 1,
+                )  # fmt: skip
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == DEADLOCK_ATTEMPTS:
                     raise
@@ -176,9 +176,10 @@ class JobWriter:
         self,
         job_id: int,
         file_id: int,
-        batches: Iterable[Batch],
+        make_batches: Callable[[], Iterable[Batch]],
         on_batch: Callable[[], None],
         first_line: int | None,
+        instances_first: bool,
     ) -> WriteResult:
         conn = self._connection()
         counts = dict.fromkeys(("pgcrs", "duplicates", "entries", "weapons", "rejects"), 0)
@@ -191,9 +192,19 @@ class JobWriter:
                 raise LookupError(f"job {job_id} is not in the ledger")
             if status[0] == "done":
                 return WriteResult(already_done=True)
-            for batch in batches:
-                owned = self._insert_instances(cur, batch.instances)
-                cur.execute("TRUNCATE staging_instances")  # each batch sees only its own rows
+            owned_by_job: set[int] | None = None
+            if instances_first:
+                owned_by_job = self._insert_instances(
+                    cur, [row for batch in make_batches() for row in batch.instances]
+                )
+                cur.execute("TRUNCATE staging_instances")
+                on_batch()
+            for batch in make_batches():
+                if owned_by_job is None:
+                    owned = self._insert_instances(cur, batch.instances)
+                    cur.execute("TRUNCATE staging_instances")  # each batch sees only its own
+                else:
+                    owned = owned_by_job.intersection(row[0] for row in batch.instances)
                 entries = sorted(row for row in batch.entries if row[0] in owned)
                 weapons = sorted(row for row in batch.weapons if row[0] in owned)
                 self._copy(cur, "pgcr.entries", ENTRY_COLUMNS, entries)
