@@ -204,22 +204,21 @@ def pipeline(files: list[Path], workers: int, chunk_lines: int, work: Path) -> d
         time.sleep(2)  # processes up and connected: time the load, not the start
         baseline = {p.pid: proc_stats(p.pid)[0] for p in [master, *procs]}
         appeared: dict[str, float] = {}
-        started = time.time()
+        started = time.monotonic()
         for path in files:  # each file is renamed in complete, as rsync would
             shutil.copy2(path, inbox / f".{path.name}.part")  # keeps mtime, like rsync -a
             os.replace(inbox / f".{path.name}.part", inbox / path.name)
             appeared[path.name] = time.time()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            while True:
-                done = conn.execute("SELECT count(*) FROM protheon.files WHERE status = 'done'")
-                if done.fetchone()[0] == len(files):  # type: ignore[index]
+            while True:  # loaded = every file registered and split, every job committed
+                files_split, jobs_open = conn.execute(
+                    "SELECT (SELECT count(*) FROM protheon.files WHERE status <> 'splitting'),"
+                    " (SELECT count(*) FROM protheon.jobs WHERE status <> 'done')"
+                ).fetchone()  # type: ignore[misc]
+                if files_split == len(files) and not jobs_open:
                     break
-                time.sleep(0.2)
-            # Loaded = the last job committed (the master closes files on its next sweep).
-            last_commit = conn.execute(
-                "SELECT extract(epoch FROM max(finished_at)) FROM protheon.jobs"
-            ).fetchone()[0]  # type: ignore[index]
-            wall = float(last_commit) - started
+                time.sleep(0.05)
+            wall = time.monotonic() - started
             firsts = conn.execute(
                 "SELECT f.name, extract(epoch FROM min(j.published_at)) FROM protheon.jobs j"
                 " JOIN protheon.files f USING (file_id) GROUP BY f.name"

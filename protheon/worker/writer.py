@@ -225,9 +225,10 @@ class JobWriter:
             players_written = self._upsert_players(cur)
             result = WriteResult(already_done=False, players=players_written, **counts)
             cur.execute(
-                "UPDATE protheon.jobs SET status = 'done', finished_at = now(), worker = %s,"
-                " error = NULL, pgcrs = %s, duplicates = %s, entries = %s, weapons = %s,"
-                " players = %s, rejects = %s, line_count = %s WHERE job_id = %s",
+                # clock_timestamp(): the commit's time, not the transaction's start (now())
+                "UPDATE protheon.jobs SET status = 'done', finished_at = clock_timestamp(),"
+                " worker = %s, error = NULL, pgcrs = %s, duplicates = %s, entries = %s,"
+                " weapons = %s, players = %s, rejects = %s, line_count = %s WHERE job_id = %s",
                 (self._worker, result.pgcrs, result.duplicates, result.entries, result.weapons,
                  result.players, result.rejects, lines, job_id),
             )  # fmt: skip
