@@ -4,7 +4,7 @@ PIP := $(VENV)/bin/pip
 PROTHEON := $(VENV)/bin/protheon
 PROTO_OUT := protheon/rpc/v1
 
-.PHONY: venv proto lint test test-fast demo bench dashboard wheelhouse deploy clean
+.PHONY: venv proto lint test test-fast demo bench chaos dashboard wheelhouse deploy clean
 
 venv: $(VENV)/.installed
 
@@ -45,3 +45,6 @@ demo: venv
 
 clean:
 	rm -rf $(VENV) demo build *.egg-info
+
+chaos: venv
+	$(PY) bench/chaos.py

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protheon import db  # noqa: E402
+from protheon.certs import make_certs  # noqa: E402
 from protheon.pgcr.generator import GeneratorOptions, generate  # noqa: E402
 
 ADMIN_DSN = os.environ.get("PROTHEON_BENCH_ADMIN_DSN", "postgresql:///postgres")
@@ -192,7 +193,9 @@ def pipeline(files: list[Path], workers: int, chunk_lines: int, work: Path) -> d
     with fresh_database() as dsn:
         env = {**os.environ, "PROTHEON_PG_DSN": dsn, "PROTHEON_AMQP_URL": AMQP_URL,
                "PROTHEON_QUEUE": queue, "PROTHEON_MASTER_METRICS_PORT": "0",
-               "PROTHEON_WORKER_METRICS_PORT": "0", "PROTHEON_LOG_LEVEL": "WARNING"}  # fmt: skip
+               "PROTHEON_WORKER_METRICS_PORT": "0", "PROTHEON_LOG_LEVEL": "WARNING",
+               "PROTHEON_RPC_TLS_DIR": str(work / "tls")}  # fmt: skip
+        make_certs(work / "tls")  # TLS + token, as deployed
         cli = [sys.executable, "-m", "protheon"]
         master = subprocess.Popen([*cli, "master", "--input", str(inbox), "--workspace",
                                    str(workspace), "--listen", "127.0.0.1:50591",

@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--master", help="master's gRPC HOST:PORT (PROTHEON_MASTER)")
     health.add_argument("--timeout", type=float, default=5.0)
 
+    certs = commands.add_parser(
+        "certs", help="make a private CA, the master's TLS certificate and the shared token"
+    )
+    certs.add_argument("--dir", type=Path, help="where to write them (default: rpc_tls_dir)")
+    certs.add_argument(
+        "--host", action="append", default=[], metavar="NAME_OR_IP",
+        help="a name or address workers use to reach the master (repeat)",
+    )  # fmt: skip
+
     status = commands.add_parser("status", help="progress of the load")
     status.add_argument("--json", action="store_true", help="machine-readable, for scripts")
     status.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
@@ -85,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level)
     handler = _COMMANDS[args.command]
-    return handler(args, settings)
+    try:
+        return handler(args, settings)
+    except ConfigError as exc:  # found when a command reads what a setting points to
+        print(f"protheon: {exc}", file=sys.stderr)
+        return 2
 
 
 def _gen(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,7 +130,10 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon import rpc_auth
     from protheon.master.service import Master
+
+    rpc_auth.load(settings, master=True)  # fail before connecting to anything
 
     master = Master(settings)
     master.install_signal_handlers()
@@ -125,7 +141,10 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon import rpc_auth
     from protheon.worker.pool import run_workers
+
+    rpc_auth.load(settings)  # a missing certificate or token: say so once, before any fork
 
     return run_workers(settings)
 
@@ -156,11 +175,26 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _health(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon import rpc_auth
     from protheon.health import check
 
-    state = check(settings.master, args.timeout)
+    state = check(settings.master, rpc_auth.load(settings), args.timeout)
     print(state)
     return 0 if state == "SERVING" else 1
+
+
+def _certs(args: argparse.Namespace, settings: Settings) -> int:
+    from protheon.certs import make_certs
+
+    folder = args.dir or settings.rpc_tls_dir
+    written = make_certs(folder, args.host)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"{folder} already holds a CA, the master's certificate and a token")
+    print(f"workers need {folder / 'ca.pem'} and {folder / 'token'} in their rpc_tls_dir;"
+          " ca.key stays here")  # fmt: skip
+    return 0
 
 
 _COMMANDS = {
@@ -171,6 +205,7 @@ _COMMANDS = {
     "status": _status,
     "jobs": _jobs,
     "health": _health,
+    "certs": _certs,
 }
 
 if __name__ == "__main__":

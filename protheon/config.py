@@ -47,7 +47,9 @@ class Settings:
     max_ready_chunks: int = 64
     rpc_piece_bytes: int = 1 << 20
     delivery_limit: int = 5
-    # Worker
+    # gRPC between master and workers: TLS + shared token from this folder (``protheon certs``)
+    rpc_tls_dir: Path = Path("tls")
+    rpc_plaintext: bool = False  # no TLS, no token: only on a host nobody else can reach
     master: str = "localhost:50051"
     concurrency: int = dataclasses.field(default_factory=_default_concurrency)
     prefetch: int = 1

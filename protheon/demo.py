@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from protheon import broker, db, status
+from protheon.certs import make_certs
 from protheon.config import Settings
 
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
          str(args.lines), "--dup-rate", "0.02", "--bad-rate", "0.001"],
         env=env, check=True,
     )  # fmt: skip
+    make_certs(args.dir / "tls")  # master and workers talk TLS with a token, as deployed
+    env["PROTHEON_RPC_TLS_DIR"] = str(args.dir / "tls")
     listen = f"127.0.0.1:{args.port}"
     commands = {
         "master": ["master", "--input", str(inbox), "--workspace", str(workspace),

@@ -26,6 +26,10 @@ class CorruptInput(InputError):
     """The compressed stream is damaged or cut short; the message says where."""
 
 
+class TruncatedInput(CorruptInput):
+    """The file ends inside a frame (a copy cut short): what came before it is intact."""
+
+
 class UnreadableInput(InputError):
     """The operating system refused to read the file (permissions, I/O error, vanished)."""
 
@@ -80,7 +84,7 @@ def _walk(source: BinaryIO, read_size: int) -> Iterator[bytes | FrameEnd]:
         else:
             consumed += len(piece)
     if started:
-        raise CorruptInput(f"truncated zstd data: the last frame is cut at byte {consumed}")
+        raise TruncatedInput(f"truncated zstd data: the last frame is cut at byte {consumed}")
 
 
 def decompress_frame(data: bytes, offset: int = 0) -> bytes:
@@ -91,7 +95,7 @@ def decompress_frame(data: bytes, offset: int = 0) -> bytes:
     except zstandard.ZstdError as exc:
         raise CorruptInput(f"corrupt zstd frame at compressed byte {offset}: {exc}") from None
     if not frame.eof:
-        raise CorruptInput(f"truncated zstd data: the frame at compressed byte {offset} is cut")
+        raise TruncatedInput(f"truncated zstd data: the frame at compressed byte {offset} is cut")
     return out
 
 
@@ -161,7 +165,7 @@ def _read(source: BinaryIO, size: int, frame: int, allow_eof: bool = False) -> b
     except OSError as exc:
         raise UnreadableInput(f"cannot read: {exc}") from None
     if len(data) != size and not (allow_eof and not data):
-        raise CorruptInput(f"truncated zstd data: the frame at compressed byte {frame} is cut")
+        raise TruncatedInput(f"truncated zstd data: the frame at compressed byte {frame} is cut")
     return data
 
 

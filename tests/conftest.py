@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 
 from protheon import db
+from protheon.certs import make_certs
 
 ADMIN_DSN = os.environ.get("PROTHEON_TEST_ADMIN_DSN", "postgresql:///postgres")
 AMQP_URL = os.environ.get("PROTHEON_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
@@ -121,10 +122,19 @@ class Processes:
             process.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def rpc_tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private CA, master certificate and token for the whole session (TLS everywhere)."""
+    folder = tmp_path_factory.mktemp("tls")
+    make_certs(folder)
+    return folder
+
+
 @pytest.fixture
-def protheon_env(pg_dsn: str, queue: str) -> dict[str, str]:
+def protheon_env(pg_dsn: str, queue: str, rpc_tls_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
+        "PROTHEON_RPC_TLS_DIR": str(rpc_tls_dir),
         "PROTHEON_PG_DSN": pg_dsn,
         "PROTHEON_AMQP_URL": AMQP_URL,
         "PROTHEON_QUEUE": queue,

@@ -57,7 +57,7 @@ def test_no_default_secrets_anywhere() -> None:
     passwords = {}
     for source in sources:
         for name, value in (yaml.safe_load(source.read_text()) or {}).items():
-            if name.endswith("_password"):
+            if name.endswith(("_password", "_token")):
                 passwords[name] = str(value)
     assert len(passwords) >= 4, passwords.keys()
     for name, value in passwords.items():

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protheon import rpc_auth
+from protheon.config import Settings
 from protheon.master.chunk_server import (
     SERVICE_NAME,
     ChunkService,
@@ -25,6 +27,7 @@ from protheon.master.ledger import MasterLedger
 from protheon.master.splitter import Chunk, split_file
 from protheon.pgcr.generator import GeneratorOptions, generate
 from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
+from protheon.rpc_auth import RpcSecurity, open_channel
 from protheon.worker.chunk_client import ChunkClient, ChunkUnavailable
 from tests.conftest import free_port
 from tests.oracle import read_lines
@@ -41,6 +44,7 @@ class Served:
     chunk: Chunk
     client: ChunkClient
     channel: grpc.Channel
+    security: RpcSecurity
 
 
 def _insert_job(dsn: str, chunk: Chunk, name: str = "f.jsonl.zst") -> int:
@@ -73,7 +77,12 @@ def _mark_done(dsn: str, job_id: int) -> None:
 
 
 @pytest.fixture
-def served(pg_dsn: str, tmp_path: Path) -> Iterator[Served]:
+def security(rpc_tls_dir: Path) -> RpcSecurity:
+    return rpc_auth.load(Settings(rpc_tls_dir=rpc_tls_dir), master=True)
+
+
+@pytest.fixture
+def served(pg_dsn: str, tmp_path: Path, security: RpcSecurity) -> Iterator[Served]:
     source = generate(GeneratorOptions(out=tmp_path / "in", files=1, lines=40, seed=5))[0].path
     chunk = next(iter(split_file(source, tmp_path / "ws", 1, 40)))
     assert chunk.byte_size > 5 * PIECE_BYTES  # several pieces
@@ -83,12 +92,12 @@ def served(pg_dsn: str, tmp_path: Path) -> Iterator[Served]:
     chunks.add(OpenChunk(job_id, chunk.path, chunk.byte_size))
     ledger = MasterLedger(pg_dsn)
     server, _health, port = start_server(
-        "127.0.0.1:0", ChunkService(chunks, ledger, PIECE_BYTES), max_workers=4
+        "127.0.0.1:0", ChunkService(chunks, ledger, PIECE_BYTES), security, max_workers=4
     )
-    client = ChunkClient(f"127.0.0.1:{port}", "test-worker")
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    client = ChunkClient(f"127.0.0.1:{port}", "test-worker", security)
+    channel = open_channel(f"127.0.0.1:{port}", security)
     try:
-        yield Served(port, chunks, pg_dsn, job_id, chunk, client, channel)
+        yield Served(port, chunks, pg_dsn, job_id, chunk, client, channel, security)
     finally:
         channel.close()
         client.close()
@@ -107,7 +116,9 @@ def test_stream_comes_in_bounded_pieces_with_offsets(served: Served) -> None:
     stub = chunks_pb2_grpc.ChunkServiceStub(served.channel)  # type: ignore[no-untyped-call]
     pieces = list(
         stub.StreamChunk(
-            chunks_pb2.StreamChunkRequest(job_id=served.job_id, worker="raw"), timeout=10
+            chunks_pb2.StreamChunkRequest(job_id=served.job_id, worker="raw"),
+            timeout=10,
+            metadata=served.security.metadata,
         )
     )
     size = served.chunk.byte_size
@@ -180,8 +191,8 @@ def test_complete_of_a_done_job_that_is_not_open_is_false(served: Served) -> Non
     assert served.chunk.path.exists()
 
 
-def test_client_against_no_master() -> None:
-    client = ChunkClient(f"127.0.0.1:{free_port()}", "nobody")  # nothing listens there
+def test_client_against_no_master(security: RpcSecurity) -> None:
+    client = ChunkClient(f"127.0.0.1:{free_port()}", "nobody", security)  # nothing listens
     try:
         assert client.complete(1) is False
         with pytest.raises(ChunkUnavailable, match="UNAVAILABLE"):

@@ -20,10 +20,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pika
 import pytest
 
 from protheon.pgcr.generator import GeneratorOptions, generate
+from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
 from tests import lab
 from tests.conftest import wait_for
 from tests.oracle import read_expected
@@ -181,6 +183,28 @@ def test_guest_cannot_log_in_and_strangers_cannot_reach_postgresql(converged: La
     encrypted = converged.sql("SELECT rolpassword LIKE 'SCRAM-SHA-256%' FROM pg_authid"
                               " WHERE rolname = 'protheon'")  # fmt: skip
     assert encrypted == ["t"]
+
+
+def test_the_master_answers_grpc_only_over_tls_with_the_token(converged: Lab) -> None:
+    target = f"{converged.master.address}:50051"
+    request = chunks_pb2.StreamChunkRequest(job_id=1, worker="stranger")
+    with grpc.insecure_channel(target) as plain, pytest.raises(grpc.RpcError) as caught:
+        list(chunks_pb2_grpc.ChunkServiceStub(plain).StreamChunk(request, timeout=10))  # type: ignore[no-untyped-call]
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    ca = (converged.workdir / "credentials" / "tls" / "ca.pem").read_bytes()
+    with grpc.secure_channel(target, grpc.ssl_channel_credentials(ca)) as channel:
+        stub = chunks_pb2_grpc.ChunkServiceStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.StreamChunk(request, timeout=10))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    for name in ("lab-w1", "lab-w2"):
+        files = converged.hosts[name].sh("stat -c '%n %U:%G %a' /etc/protheon/tls/*").stdout
+        assert files.split("\n")[:2] == [
+            "/etc/protheon/tls/ca.pem root:protheon 644",
+            "/etc/protheon/tls/token root:protheon 640",
+        ], files
+        assert "master.key" not in files and "ca.key" not in files
+    assert "ca.key" not in converged.master.sh("ls /etc/protheon/tls").stdout
 
 
 def test_a_load_lands_exactly_once(converged: Lab, tmp_path: Path) -> None:

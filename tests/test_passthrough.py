@@ -19,7 +19,8 @@ import zstandard
 from protheon.master.ledger import MasterLedger
 from protheon.master.splitter import Chunk, pass_through, split_file
 from protheon.worker.job import chunk_lines
-from protheon.zstdio import CorruptInput
+from protheon.zstdio import CorruptInput, TruncatedInput
+from tests.oracle import read_lines as read_lines_of_file
 
 
 def _source(tmp_path: Path, data: bytes, cuts: list[int]) -> tuple[Path, bytes]:
@@ -170,3 +171,37 @@ def test_the_ledger_numbers_lines_once_every_chunk_before_is_counted(pg_dsn: str
         assert numbers() == [(1, 1), (11, 12), (31, 33), (61, 64)]
         assert conn.execute("SELECT lines_total FROM protheon.files").fetchone() == (100,)
     ledger.close()
+
+
+@pytest.mark.parametrize("frames", ["multi-frame", "single frame"])
+def test_a_file_cut_short_still_yields_every_whole_line_before_the_cut(
+    tmp_path: Path, frames: str
+) -> None:
+    """A copy cut short: the chunks before the cut hold every line that is whole, then the
+    split fails with TruncatedInput (the file is marked failed, its good lines load)."""
+    data = _data(random.Random(11), 600)
+    if frames == "multi-frame":
+        path, blob = _source(tmp_path, data, list(range(3000, len(data), 7000)))
+    else:
+        stream = zstandard.ZstdCompressor().compressobj()  # streamed: recompressed by chunks
+        blob = stream.compress(data) + stream.flush()
+        path = tmp_path / "single.jsonl.zst"
+    cut = len(blob) * 2 // 3
+    path.write_bytes(blob[:cut])
+    got: list[bytes] = []
+    with pytest.raises(TruncatedInput):
+        for chunk in split_file(path, tmp_path / "ws", 1, 50):
+            if chunk.source_offset is None:
+                got.extend(read_lines_of_file(chunk.path))
+            else:
+                got.extend(_lines_of(chunk, blob))
+    reader = zstandard.ZstdDecompressor().stream_reader(blob[:cut], read_across_frames=True)
+    readable = reader.read()  # python-zstandard stops quietly where the data is cut
+    whole = readable[: readable.rfind(b"\n") + 1].split(b"\n")[:-1]
+    if frames == "multi-frame":  # whole frames only; a line running into the cut frame is
+        # passed on cut short (the worker rejects it, with its line number)
+        assert readable.startswith(b"\n".join(got)) and got[:-1] == whole[: len(got) - 1]
+        assert len(whole) - len(got) < 400
+    else:  # streamed: every whole line before the cut
+        assert got == whole
+    assert len(got) > 100

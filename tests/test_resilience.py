@@ -6,7 +6,6 @@ These restart the real local RabbitMQ and PostgreSQL, as an operator's reboot wo
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,28 +21,7 @@ from tests.pipeline import (
     wait_blocked,
     weapons_lock,
 )
-
-
-def _rabbitmq_up() -> bool:
-    try:
-        pika.BlockingConnection(pika.URLParameters(AMQP_URL)).close()
-    except pika.exceptions.AMQPError:
-        return False
-    return True
-
-
-def _restart_rabbitmq() -> None:
-    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
-    subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
-    wait_for(_rabbitmq_up, 60, "RabbitMQ to accept connections again")
-
-
-def _restart_postgresql() -> None:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-        check=True, timeout=120,
-    )  # fmt: skip
+from tests.services import restart_postgresql, restart_rabbitmq_app
 
 
 def _dead_letters(queue: str) -> int:
@@ -74,13 +52,13 @@ def test_rabbitmq_and_postgresql_restart_during_a_load(
     with weapons_lock(pg_dsn):
         wait_blocked(pg_dsn, "a")
         wait_blocked(pg_dsn, "b")
-        _restart_rabbitmq()
+        restart_rabbitmq_app()
     # At once again (50 jobs: some are left) while PostgreSQL restarts, killing their open
     # transactions and the master's connections.
     with weapons_lock(pg_dsn):
         wait_blocked(pg_dsn, "a")
         wait_blocked(pg_dsn, "b")
-        _restart_postgresql()
+        restart_postgresql()
     wait_for(lambda: all_done(processes, 2), 120, "the load to finish after both restarts")
 
     assert_database_matches_source(pg_dsn, sorted(inbox.glob("*.zst")))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -21,7 +22,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protheon.master.ledger import MasterLedger
 from protheon.master.metrics import CHUNK_SERVED_BYTES, CHUNK_STREAMS
+from protheon.master.watcher import SourceIdentity
 from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
+from protheon.rpc_auth import RpcSecurity, TokenCheck, add_port
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class OpenChunk:
     offset: int = 0  # where the bytes start in ``path``
     tail: bytes = b""  # sent after the bytes (passed-through chunks)
     owned: bool = True  # a chunk file to delete when done; False: the source itself
+    source: SourceIdentity | None = None  # the source as registered, when serving from it
 
 
 class OpenChunks:
@@ -96,6 +100,9 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
         except FileNotFoundError:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id}: chunk is gone")
         with fh, CHUNK_STREAMS.track_inprogress():
+            if chunk.source is not None and (change := chunk.source.differs(os.fstat(fh.fileno()))):
+                log.error("job %d: %s: %s", request.job_id, chunk.path.name, change)
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"source {change}")
             fh.seek(chunk.offset)
             offset = 0
             while context.is_active() and offset < chunk.size:
@@ -107,8 +114,12 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
                 CHUNK_SERVED_BYTES.inc(len(data))
         if offset != chunk.size and context.is_active():
             context.abort(grpc.StatusCode.DATA_LOSS, f"job {request.job_id}: chunk size changed")
-        if chunk.tail and context.is_active():
-            yield chunks_pb2.ChunkPiece(offset=offset, total_size=chunk.size, tail=chunk.tail)
+        # The tail (the end of a line crossing the cut) can be as long as a line: in pieces too.
+        for start in range(0, len(chunk.tail), self._piece_bytes):
+            if not context.is_active():
+                break
+            tail = chunk.tail[start : start + self._piece_bytes]
+            yield chunks_pb2.ChunkPiece(offset=offset, total_size=chunk.size, tail=tail)
 
     def CompleteJob(
         self, request: chunks_pb2.CompleteJobRequest, context: grpc.ServicerContext
@@ -128,17 +139,18 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
 
 
 def start_server(
-    listen: str, service: ChunkService, max_workers: int = 16
+    listen: str, service: ChunkService, security: RpcSecurity, max_workers: int = 16
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Start serving; returns the server, its health servicer (to flip on drain) and the port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[] if security.plaintext else [TokenCheck(security.token)],
         options=[("grpc.so_reuseport", 0)],
     )
     chunks_pb2_grpc.add_ChunkServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen)
+    port = add_port(server, listen, security)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()

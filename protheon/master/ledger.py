@@ -15,6 +15,7 @@ import psycopg
 from protheon import db
 from protheon.broker import JobMessage
 from protheon.master.splitter import Chunk
+from protheon.master.watcher import SourceIdentity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,13 @@ class JobRecord:
     status: str
     source_offset: int | None  # set for a chunk passed through from its source
     tail: bytes
+    source: SourceIdentity  # the file as registered (a passed-through chunk is read from it)
 
 
 _FILE_COLUMNS = "file_id, name, size_bytes, mtime, status, lines_split, chunks_split"
 _JOB_COLUMNS = (
     "j.job_id, j.file_id, f.name, j.seq, j.first_line, j.line_count, j.byte_size, j.raw_size,"
-    " j.head_skip, j.status, j.source_offset, j.tail"
+    " j.head_skip, j.status, j.source_offset, j.tail, f.size_bytes, f.mtime"
 )
 
 
@@ -149,7 +151,11 @@ class MasterLedger:
                 " JOIN protheon.files f USING (file_id)"
                 " WHERE j.status <> 'done' ORDER BY j.job_id"
             ).fetchall()
-        return [JobRecord(JobMessage(*row[:-3]), row[-3], row[-2], bytes(row[-1])) for row in rows]
+        return [
+            JobRecord(JobMessage(*row[:-5]), row[-5], row[-4], bytes(row[-3]),
+                      SourceIdentity(row[-2], row[-1]))
+            for row in rows
+        ]  # fmt: skip
 
     def done_among(self, job_ids: list[int]) -> set[int]:
         if not job_ids:

@@ -27,13 +27,13 @@ import psycopg
 from grpc_health.v1.health import HealthServicer
 from pika.adapters.blocking_connection import BlockingChannel
 
-from protheon import broker, dead_letters, metrics, status
+from protheon import broker, dead_letters, metrics, rpc_auth, status
 from protheon.config import Settings
 from protheon.master import metrics as master_metrics
 from protheon.master.chunk_server import ChunkService, OpenChunk, OpenChunks, start_server
 from protheon.master.ledger import FileRecord, MasterLedger
 from protheon.master.splitter import chunk_path, split_file
-from protheon.master.watcher import InputFile, InputWatcher, changed_since
+from protheon.master.watcher import InputFile, InputWatcher, SourceIdentity, changed_since
 from protheon.sdnotify import Notifier, Progress, Watchdog
 from protheon.zstdio import CorruptInput, InputError
 
@@ -88,7 +88,8 @@ class Master:
         self._until_connected(self._recover_open_jobs)
         self._remove_orphan_chunks()
         service = ChunkService(self.chunks, self._rpc_ledger, self.settings.rpc_piece_bytes)
-        server, health, self.port = start_server(self.settings.listen, service)
+        security = rpc_auth.load(self.settings, master=True)
+        server, health, self.port = start_server(self.settings.listen, service, security)
         log.info("serving chunks on %s (port %d)", self.settings.listen, self.port)
         try:
             backoff = 1.0
@@ -202,6 +203,7 @@ class Master:
         started = time.monotonic()
         self.splitting = record.name
         try:
+            identity = SourceIdentity(record.size_bytes, record.mtime)
             if change := changed_since(source, record.size_bytes, record.mtime):
                 raise CorruptInput(change)
             for chunk in split_file(
@@ -214,6 +216,7 @@ class Master:
                 self.chunks.add(OpenChunk(
                     job_id, chunk.path, chunk.byte_size, chunk.source_offset or 0, chunk.tail,
                     owned=chunk.source_offset is None,
+                    source=None if chunk.source_offset is None else identity,
                 ))  # fmt: skip
                 message = broker.JobMessage(
                     job_id, record.file_id, record.name, chunk.seq, chunk.first_line,
@@ -318,7 +321,7 @@ class Master:
             if record.source_offset is not None:  # passed through: served from the source
                 source = self.settings.input / job.file_name
                 served = OpenChunk(job.job_id, source, job.byte_size, record.source_offset,
-                                   record.tail, owned=False)  # fmt: skip
+                                   record.tail, owned=False, source=record.source)  # fmt: skip
                 self.chunks.add(served)
                 continue
             path = chunk_path(self.settings.workspace, job.file_id, job.seq)

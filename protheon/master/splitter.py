@@ -12,6 +12,7 @@ complete, so a chunk file that exists is always whole.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import zstandard
 from protheon.zstdio import (
     CorruptInput,
     FrameExtent,
+    TruncatedInput,
     UnreadableInput,
     decompress_frame,
     decompressed_blocks,
@@ -177,7 +179,16 @@ def pass_through(
             seq += 1
             return chunk if chunk.seq >= first_seq else None
 
-        for extent in frame_extents(fh):
+        cut_short: TruncatedInput | None = None
+        extents = frame_extents(fh)
+        while True:
+            try:
+                extent = next(extents)
+            except StopIteration:
+                break
+            except TruncatedInput as exc:  # a copy cut short: keep the whole frames before
+                cut_short = exc
+                break
             on_block()
             data: bytes | None = None
             size = extent.content_size
@@ -215,17 +226,20 @@ def pass_through(
             yield chunk
         if current is not None and current.raw and (chunk := close(current, b"")) is not None:
             yield chunk
+        if cut_short is not None:
+            raise cut_short
 
 
 def _raw_bytes_per_chunk(reader: BinaryIO, chunk_lines: int) -> int:
     """Decompressed bytes that hold about ``chunk_lines`` lines, from the file's first MiBs
     (the same for every run over the same file, so a resumed split cuts the same chunks)."""
     raw = lines = 0
-    for block in decompressed_blocks(reader):
-        raw += len(block)
-        lines += block.count(b"\n")
-        if raw >= CALIBRATION_BYTES:
-            break
+    with contextlib.suppress(TruncatedInput):  # the frame walk reports it, after what is whole
+        for block in decompressed_blocks(reader):
+            raw += len(block)
+            lines += block.count(b"\n")
+            if raw >= CALIBRATION_BYTES:
+                break
     return max(1, chunk_lines * raw // max(lines, 1))
 
 
@@ -266,7 +280,7 @@ def recompress(
     to_skip = skip_lines
     writer: _ChunkWriter | None = None
     lines_in_chunk = 0
-    ends_with_newline = True
+    carry: list[bytes] = []  # the start of a line whose newline has not come yet
 
     def finish() -> Chunk:
         nonlocal writer, seq, line_no, lines_in_chunk
@@ -279,42 +293,52 @@ def recompress(
         writer = None
         return chunk
 
+    def write_lines(block: bytes, start: int, end: int, count: int) -> None:
+        """Write the carried start of a line and ``count`` whole lines of block[start:end]."""
+        nonlocal writer, lines_in_chunk
+        if writer is None:
+            writer = _ChunkWriter(chunk_path(workspace, file_id, seq), level)
+        for part in carry:
+            writer.write(part)
+        carry.clear()
+        writer.write(block[start:end])
+        lines_in_chunk += count
+
     fh = _open_source(source)
     try:
         with fh:
-            for block in decompressed_blocks(fh):
-                on_block()  # progress, also while skipping to where a resumed split left off
-                ends_with_newline = block.endswith(b"\n")
-                start = 0
-                if to_skip:
-                    start = _after_newlines(block, 0, to_skip)
-                    if start < 0:
-                        to_skip -= block.count(b"\n")
-                        continue
-                    to_skip = 0
-                while start < len(block):
-                    if writer is None:
-                        writer = _ChunkWriter(chunk_path(workspace, file_id, seq), level)
-                    wanted = chunk_lines - lines_in_chunk
-                    available = block.count(b"\n", start)
-                    if available < wanted:
-                        writer.write(block[start:])
-                        lines_in_chunk += available
+            try:
+                for block in decompressed_blocks(fh):
+                    on_block()  # progress, also while skipping to where a resume left off
+                    start = 0
+                    if to_skip:
+                        start = _after_newlines(block, 0, to_skip)
+                        if start < 0:
+                            to_skip -= block.count(b"\n")
+                            continue
+                        to_skip = 0
+                    while start < len(block):
+                        end = _after_newlines(block, start, chunk_lines - lines_in_chunk)
+                        if end >= 0:
+                            write_lines(block, start, end, chunk_lines - lines_in_chunk)
+                            start = end
+                            yield finish()
+                            continue
+                        last = block.rfind(b"\n", start) + 1  # after the block's last newline
+                        if last > start:
+                            write_lines(block, start, last, block.count(b"\n", start, last))
+                            start = last
+                        carry.append(block[start:])
                         break
-                    end = _after_newlines(block, start, wanted)
-                    writer.write(block[start:end])
-                    lines_in_chunk += wanted
-                    start = end
+            except TruncatedInput:
+                # A copy cut short: the whole lines before the cut are intact; keep them.
+                if lines_in_chunk:
                     yield finish()
+                raise
+        if carry and any(carry):  # the last line had no newline: it is still a line
+            write_lines(b"\n", 0, 1, 1)
         if writer is not None:
-            if not ends_with_newline:
-                writer.write(b"\n")  # the last line had no newline: it is still a line
-                lines_in_chunk += 1
-            if lines_in_chunk:
-                yield finish()
-            else:
-                writer.abandon()
-                writer = None
+            yield finish()
     finally:
         if writer is not None:
             writer.abandon()

@@ -44,6 +44,7 @@ class InputWatcher:
         self.settle_seconds = settle_seconds
         self._seen: dict[str, _Seen] = {}
         self._first_seen: dict[str, float] = {}
+        self._not_files: set[str] = set()  # said once: a directory named like an input
 
     def scan(self, known: set[str]) -> list[InputFile]:
         """Complete files not in ``known``, oldest name first (names sort by instance-id range)."""
@@ -61,9 +62,13 @@ class InputWatcher:
                 continue
             try:
                 if not entry.is_file():
+                    if name not in self._not_files:
+                        log.warning("%s is not a regular file; it is not loaded", name)
+                        self._not_files.add(name)
                     continue
                 stat = entry.stat()
-            except OSError:
+            except OSError as exc:
+                log.warning("%s: cannot stat (%s); trying again", name, exc.strerror)
                 continue
             present.add(name)
             self._first_seen.setdefault(name, now)
@@ -94,18 +99,30 @@ def _is_candidate(name: str) -> bool:
     )
 
 
-def changed_since(path: Path, size: int, mtime: datetime) -> str | None:
-    """Why ``path`` is no longer the file registered with ``size`` and ``mtime``, or None.
+@dataclasses.dataclass(frozen=True)
+class SourceIdentity:
+    """A source file as the ledger registered it: a file that no longer matches was replaced
+    or appended to, and reading on would silently mix two versions."""
 
-    A resumed split must cut the very file whose first chunks are already loaded; a file
-    replaced or appended to meanwhile would silently mix two versions.
-    """
+    size: int
+    mtime: datetime
+
+    def differs(self, stat: os.stat_result) -> str | None:
+        """Why the file with this ``stat`` is not the registered one, or None."""
+        now = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
+        if stat.st_size != self.size or abs((now - self.mtime).total_seconds()) > 0.001:
+            return (
+                f"the file changed since it was registered ({self.size} bytes, mtime"
+                f" {self.mtime:%F %T}): now {stat.st_size} bytes, mtime {now:%F %T}"
+            )
+        return None
+
+
+def changed_since(path: Path, size: int, mtime: datetime) -> str | None:
+    """Why ``path`` is no longer the file registered with ``size`` and ``mtime``, or None
+    (a resumed split must cut the very file whose first chunks are already loaded)."""
     try:
         stat = path.stat()
     except OSError as exc:
         return f"cannot stat: {exc.strerror or exc}"
-    now = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
-    if stat.st_size != size or abs((now - mtime).total_seconds()) > 0.001:
-        return (f"the file changed since it was registered ({size} bytes, mtime {mtime:%F %T}):"
-                f" now {stat.st_size} bytes, mtime {now:%F %T}")  # fmt: skip
-    return None
+    return SourceIdentity(size, mtime).differs(stat)

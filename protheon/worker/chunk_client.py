@@ -7,6 +7,7 @@ from collections.abc import Callable
 import grpc
 
 from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
+from protheon.rpc_auth import RpcSecurity, open_channel
 
 FETCH_TIMEOUT = 300.0
 COMPLETE_TIMEOUT = 10.0
@@ -32,14 +33,16 @@ class ChunkUnavailable(RuntimeError):
 
 
 class ChunkClient:
-    def __init__(self, master: str, worker_name: str) -> None:
-        self._channel = grpc.insecure_channel(
+    def __init__(self, master: str, worker_name: str, security: RpcSecurity) -> None:
+        self._channel = open_channel(
             master,
+            security,
             options=[
                 ("grpc.max_receive_message_length", 8 << 20),
                 ("grpc.keepalive_time_ms", 30_000),
             ],
         )
+        self._metadata = security.metadata
         self._stub = chunks_pb2_grpc.ChunkServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._worker = worker_name
 
@@ -51,11 +54,12 @@ class ChunkClient:
     ) -> tuple[bytes, bytes]:
         """The chunk's compressed bytes, checked for size and continuity, and its tail."""
         parts: list[bytes] = []
-        tail = b""
+        tail: list[bytes] = []
         received = 0
         request = chunks_pb2.StreamChunkRequest(job_id=job_id, worker=self._worker)
         try:
-            for piece in self._stub.StreamChunk(request, timeout=FETCH_TIMEOUT):
+            pieces = self._stub.StreamChunk(request, timeout=FETCH_TIMEOUT, metadata=self._metadata)
+            for piece in pieces:
                 if piece.offset != received or piece.total_size != expected_size:
                     raise ChunkUnavailable(
                         f"job {job_id}: piece at {piece.offset} of {piece.total_size},"
@@ -63,7 +67,8 @@ class ChunkClient:
                     )
                 parts.append(piece.data)
                 received += len(piece.data)
-                tail += piece.tail
+                if piece.tail:
+                    tail.append(piece.tail)
                 on_piece()
         except grpc.RpcError as exc:
             code = exc.code()
@@ -72,7 +77,7 @@ class ChunkClient:
             ) from None
         if received != expected_size:
             raise ChunkUnavailable(f"job {job_id}: got {received} of {expected_size} bytes")
-        return b"".join(parts), tail
+        return b"".join(parts), b"".join(tail)
 
     def complete(self, job_id: int) -> bool:
         """Best effort: the master also learns from the ledger if this never arrives."""
@@ -80,6 +85,7 @@ class ChunkClient:
             reply = self._stub.CompleteJob(
                 chunks_pb2.CompleteJobRequest(job_id=job_id, worker=self._worker),
                 timeout=COMPLETE_TIMEOUT,
+                metadata=self._metadata,
             )
         except grpc.RpcError:
             return False

@@ -27,7 +27,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from protheon import broker, metrics
+from protheon import broker, metrics, rpc_auth
 from protheon.config import Settings
 from protheon.sdnotify import Notifier, Progress, Watchdog
 from protheon.worker import metrics as worker_metrics
@@ -62,7 +62,7 @@ class Consumer:
         self._started = time.monotonic()
         self._last_status = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
-        self._client = ChunkClient(settings.master, self.name)
+        self._client = ChunkClient(settings.master, self.name, rpc_auth.load(settings))
         self._writer = JobWriter(settings.pg_dsn, self.name)
         self._runner = JobRunner(
             self._client,
