@@ -21,6 +21,8 @@ from psycopg import sql
 from protheon import db
 from protheon.certs import make_certs
 
+pytest_plugins = ("tests.chunk_service",)  # the served chunk service fixture
+
 ADMIN_DSN = os.environ.get("PROTHEON_TEST_ADMIN_DSN", "postgresql:///postgres")
 AMQP_URL = os.environ.get("PROTHEON_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
 

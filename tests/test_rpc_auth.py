@@ -18,8 +18,8 @@ from protheon.config import ConfigError, Settings
 from protheon.rpc.v1 import chunks_pb2, chunks_pb2_grpc
 from protheon.rpc_auth import RpcSecurity, open_channel
 from protheon.worker.chunk_client import ChunkClient, ChunkUnavailable
+from tests.chunk_service import Served
 from tests.conftest import run_protheon
-from tests.test_chunk_server import Served
 
 
 def _stub(channel: grpc.Channel) -> chunks_pb2_grpc.ChunkServiceStub:

@@ -12,12 +12,14 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import psycopg
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protheon.master.ledger import MasterLedger
@@ -89,8 +91,9 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
         self._piece_bytes = piece_bytes
 
     def StreamChunk(
-        self, request: chunks_pb2.StreamChunkRequest, context: grpc.ServicerContext
+        self, request: chunks_pb2.StreamChunkRequest | None, context: grpc.ServicerContext
     ) -> Iterator[chunks_pb2.ChunkPiece]:
+        request = _checked(request, context)
         chunk = self._chunks.get(request.job_id)
         if chunk is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} has no open chunk")
@@ -122,8 +125,9 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
             yield chunks_pb2.ChunkPiece(offset=offset, total_size=chunk.size, tail=tail)
 
     def CompleteJob(
-        self, request: chunks_pb2.CompleteJobRequest, context: grpc.ServicerContext
+        self, request: chunks_pb2.CompleteJobRequest | None, context: grpc.ServicerContext
     ) -> chunks_pb2.CompleteJobReply:
+        request = _checked(request, context)
         try:
             done = self._ledger.done_among([request.job_id])
         except psycopg.Error as exc:
@@ -138,6 +142,52 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
         return chunks_pb2.CompleteJobReply(released=released)
 
 
+_Request = TypeVar("_Request", chunks_pb2.StreamChunkRequest, chunks_pb2.CompleteJobRequest)
+MAX_WORKER_NAME = 200
+
+
+def _checked(request: _Request | None, context: grpc.ServicerContext) -> _Request:
+    """A request that parsed and names a plausible job, or INVALID_ARGUMENT."""
+    if request is None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a valid request message")
+    assert request is not None
+    if request.job_id < 1 or len(request.worker) > MAX_WORKER_NAME:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"job_id must be positive, worker at most {MAX_WORKER_NAME} characters",
+        )
+    return request
+
+
+def _lenient(message: type[_Request]) -> Callable[[bytes], _Request | None]:
+    """Parse a request, or None for bytes that are not one: answered INVALID_ARGUMENT by the
+    service instead of gRPC's generic INTERNAL for a failed deserialization."""
+
+    def parse(data: bytes) -> _Request | None:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
+def _add_service(server: grpc.Server, service: ChunkService) -> None:
+    handlers = {
+        "StreamChunk": grpc.unary_stream_rpc_method_handler(
+            service.StreamChunk,
+            request_deserializer=_lenient(chunks_pb2.StreamChunkRequest),
+            response_serializer=chunks_pb2.ChunkPiece.SerializeToString,
+        ),
+        "CompleteJob": grpc.unary_unary_rpc_method_handler(
+            service.CompleteJob,
+            request_deserializer=_lenient(chunks_pb2.CompleteJobRequest),
+            response_serializer=chunks_pb2.CompleteJobReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
 def start_server(
     listen: str, service: ChunkService, security: RpcSecurity, max_workers: int = 16
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
@@ -147,7 +197,7 @@ def start_server(
         interceptors=[] if security.plaintext else [TokenCheck(security.token)],
         options=[("grpc.so_reuseport", 0)],
     )
-    chunks_pb2_grpc.add_ChunkServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    _add_service(server, service)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = add_port(server, listen, security)

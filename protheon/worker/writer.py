@@ -32,9 +32,11 @@ from protheon.pgcr.transform import (
 
 log = logging.getLogger(__name__)
 
-# Each streaming (first-attempt) job can abort an ordered retry at most once, so the retries
-# needed are bounded by the number of jobs running at the same time.
+# Ordered retries wait longer than streaming first attempts before checking for a deadlock, so
+# PostgreSQL aborts the streaming side of a cycle (which then retries ordered): each job is
+# aborted about once, and ordered retries cannot deadlock each other.
 DEADLOCK_ATTEMPTS = 25
+ORDERED_DEADLOCK_TIMEOUT = "10s"
 REJECT_COLUMNS = (
     "file_id", "job_id", "line_in_job", "line_number", "error", "line_bytes", "raw_line"
 )  # fmt: skip
@@ -75,6 +77,7 @@ class JobWriter:
         self._worker = worker_name
         self._conn: psycopg.Connection | None = None
         self._types: dict[str, dict[str, str]] = {}  # per table, for binary COPY
+        self._warned_deadlock_timeout = False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -194,6 +197,7 @@ class JobWriter:
                 return WriteResult(already_done=True)
             owned_by_job: set[int] | None = None
             if instances_first:
+                self._outwait_streaming_jobs(cur)
                 owned_by_job = self._insert_instances(
                     cur, [row for batch in make_batches() for row in batch.instances]
                 )
@@ -233,6 +237,22 @@ class JobWriter:
                  result.players, result.rejects, lines, job_id),
             )  # fmt: skip
         return result
+
+    def _outwait_streaming_jobs(self, cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+        """Let the other side of a deadlock be the one PostgreSQL aborts (the backend that
+        waited deadlock_timeout first checks, and aborts itself). Needs the SET privilege on
+        deadlock_timeout (the Ansible role grants it); without it, retries still converge,
+        only more slowly."""
+        try:
+            with cur.connection.transaction():
+                cur.execute(f"SET LOCAL deadlock_timeout = '{ORDERED_DEADLOCK_TIMEOUT}'")
+        except psycopg.errors.InsufficientPrivilege:
+            if not self._warned_deadlock_timeout:
+                log.warning(
+                    "cannot raise deadlock_timeout for ordered retries (grant SET on it to"
+                    " this role): deadlocked jobs may retry several times"
+                )
+                self._warned_deadlock_timeout = True
 
     def _copy(self, cur: psycopg.Cursor[tuple[object, ...]], table: str,
               columns: Sequence[str], rows: Iterable[Row]) -> None:  # fmt: skip
