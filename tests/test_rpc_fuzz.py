@@ -58,11 +58,14 @@ def test_random_well_formed_requests_get_deliberate_answers(served: Served) -> N
             method = "CompleteJob"
         code = _raw(served, method, request.SerializeToString(), metadata, streaming)
         if not token:
-            assert code == grpc.StatusCode.UNAUTHENTICATED
-        elif job_id == served.job_id and len(worker) <= 200:
-            assert code == grpc.StatusCode.OK  # the open chunk, or "not released"
-        else:
-            assert code in DELIBERATE, (code, job_id, len(worker))
+            expected = grpc.StatusCode.UNAUTHENTICATED
+        elif job_id < 1 or len(worker) > 200:
+            expected = grpc.StatusCode.INVALID_ARGUMENT
+        elif streaming and job_id != served.job_id:
+            expected = grpc.StatusCode.NOT_FOUND
+        else:  # the open chunk's bytes, or a done signal answered "not released"
+            expected = grpc.StatusCode.OK
+        assert code == expected, (code, job_id, len(worker))
 
     check()
     _still_serving(served)

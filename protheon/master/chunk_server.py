@@ -91,7 +91,7 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
         self._piece_bytes = piece_bytes
 
     def StreamChunk(
-        self, request: chunks_pb2.StreamChunkRequest | None, context: grpc.ServicerContext
+        self, request: chunks_pb2.StreamChunkRequest | _Unparsable, context: grpc.ServicerContext
     ) -> Iterator[chunks_pb2.ChunkPiece]:
         request = _checked(request, context)
         chunk = self._chunks.get(request.job_id)
@@ -125,7 +125,7 @@ class ChunkService(chunks_pb2_grpc.ChunkServiceServicer):
             yield chunks_pb2.ChunkPiece(offset=offset, total_size=chunk.size, tail=tail)
 
     def CompleteJob(
-        self, request: chunks_pb2.CompleteJobRequest | None, context: grpc.ServicerContext
+        self, request: chunks_pb2.CompleteJobRequest | _Unparsable, context: grpc.ServicerContext
     ) -> chunks_pb2.CompleteJobReply:
         request = _checked(request, context)
         try:
@@ -146,11 +146,19 @@ _Request = TypeVar("_Request", chunks_pb2.StreamChunkRequest, chunks_pb2.Complet
 MAX_WORKER_NAME = 200
 
 
-def _checked(request: _Request | None, context: grpc.ServicerContext) -> _Request:
+class _Unparsable:
+    """Stands for request bytes that are not a message (gRPC itself takes None as a failed
+    deserialization and answers INTERNAL)."""
+
+
+UNPARSABLE = _Unparsable()
+
+
+def _checked(request: _Request | _Unparsable, context: grpc.ServicerContext) -> _Request:
     """A request that parsed and names a plausible job, or INVALID_ARGUMENT."""
-    if request is None:
+    if isinstance(request, _Unparsable):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a valid request message")
-    assert request is not None
+    assert not isinstance(request, _Unparsable)
     if request.job_id < 1 or len(request.worker) > MAX_WORKER_NAME:
         context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -159,15 +167,15 @@ def _checked(request: _Request | None, context: grpc.ServicerContext) -> _Reques
     return request
 
 
-def _lenient(message: type[_Request]) -> Callable[[bytes], _Request | None]:
-    """Parse a request, or None for bytes that are not one: answered INVALID_ARGUMENT by the
-    service instead of gRPC's generic INTERNAL for a failed deserialization."""
+def _lenient(message: type[_Request]) -> Callable[[bytes], _Request | _Unparsable]:
+    """Parse a request, or stand in for bytes that are not one: answered INVALID_ARGUMENT by
+    the service instead of gRPC's generic INTERNAL for a failed deserialization."""
 
-    def parse(data: bytes) -> _Request | None:
+    def parse(data: bytes) -> _Request | _Unparsable:
         try:
             return message.FromString(data)
         except DecodeError:
-            return None
+            return UNPARSABLE
 
     return parse
 

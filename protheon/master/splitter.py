@@ -234,7 +234,9 @@ def _raw_bytes_per_chunk(reader: BinaryIO, chunk_lines: int) -> int:
     """Decompressed bytes that hold about ``chunk_lines`` lines, from the file's first MiBs
     (the same for every run over the same file, so a resumed split cuts the same chunks)."""
     raw = lines = 0
-    with contextlib.suppress(TruncatedInput):  # the frame walk reports it, after what is whole
+    # Damage is not the calibration's business: the frame walk reports a cut, the worker of
+    # the chunk holding a corrupt frame reports that frame.
+    with contextlib.suppress(CorruptInput):
         for block in decompressed_blocks(reader):
             raw += len(block)
             lines += block.count(b"\n")
