@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,7 @@ class Cast:
         self.start(name)
 
     def stop_all(self) -> None:
+        """Drain everyone (SIGTERM), then make sure: nothing outlives the run."""
         for process in self.running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -78,6 +80,7 @@ class Cast:
                 process.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(timeout=10)
 
     def crashed(self) -> list[str]:
         """Processes that exited on their own (nothing here should)."""
@@ -127,20 +130,29 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         master = [
             "master", "--input", str(inbox), "--workspace", str(work / "workspace"),
-            "--listen", "127.0.0.1:50593", "--chunk-lines", str(args.chunk_lines),
+            "--listen", f"127.0.0.1:{_free_port()}", "--chunk-lines", str(args.chunk_lines),
         ]  # fmt: skip
         cast = Cast(env, logs, master, args.workers)
-        for name in cast.commands:
-            cast.start(name)
-        started = time.monotonic()
-        for path in sources:
-            shutil.copy2(path, inbox / f".{path.name}.part")
-            os.replace(inbox / f".{path.name}.part", inbox / path.name)
-        events = _drive(cast, dsn, rng, args.kill_every, len(sources), started + args.timeout)
-        wall = time.monotonic() - started
-        crashed = cast.crashed()
-        cast.stop_all()
+        try:
+            for name in cast.commands:
+                cast.start(name)
+            started = time.monotonic()
+            for path in sources:
+                shutil.copy2(path, inbox / f".{path.name}.part")
+                os.replace(inbox / f".{path.name}.part", inbox / path.name)
+            events = _drive(cast, dsn, rng, args.kill_every, len(sources),
+                            started + args.timeout)  # fmt: skip
+            wall = time.monotonic() - started
+            crashed = cast.crashed()
+        finally:
+            cast.stop_all()
         return _report(dsn, expected, sources, cast, events, wall, crashed)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _drive(cast: Cast, dsn: str, rng: random.Random, kill_every: float, files: int,
