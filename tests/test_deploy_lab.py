@@ -227,6 +227,19 @@ def test_a_load_lands_exactly_once(converged: Lab, tmp_path: Path) -> None:
     assert workers == {"lab-w1", "lab-w2"}, "both worker hosts took jobs"
 
 
+def test_workers_reach_postgresql_over_verified_tls_only(converged: Lab) -> None:
+    hba = converged.master.sh("cat /etc/postgresql/15/main/pg_hba.conf").stdout
+    lan = [line for line in hba.splitlines() if "/32" in line and "127.0.0.1/32" not in line]
+    assert lan and all(line.startswith("hostssl") for line in lan), hba
+    sessions = converged.sql(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+        " WHERE a.application_name LIKE 'protheon-worker%' AND a.client_addr IS NOT NULL"
+    )
+    assert sessions and set(sessions) == {"t"}, sessions
+    config = converged.hosts["lab-w1"].sh("cat /etc/protheon/worker.toml").stdout
+    assert "sslmode=verify-full" in config
+
+
 def test_stopping_a_worker_mid_job_drains_it(converged: Lab, tmp_path: Path) -> None:
     worker = converged.hosts["lab-w1"]
     before = converged.status()["jobs_done"]

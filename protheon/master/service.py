@@ -28,6 +28,7 @@ from grpc_health.v1.health import HealthServicer
 from pika.adapters.blocking_connection import BlockingChannel
 
 from protheon import broker, dead_letters, metrics, rpc_auth, status
+from protheon.backoff import Backoff
 from protheon.config import Settings
 from protheon.master import metrics as master_metrics
 from protheon.master.chunk_server import ChunkService, OpenChunk, OpenChunks, start_server
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 2.0
 QUEUE_CHECK_INTERVAL = 10.0
 LEDGER_EXPORT_INTERVAL = 5.0
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
 # Waited out with backoff. OSError covers the workspace too (a full disk): retry, not exit.
 _OUTAGES = (pika.exceptions.AMQPError, psycopg.OperationalError, OSError)
 
@@ -58,6 +59,7 @@ class Master:
         self._rpc_ledger = MasterLedger(settings.pg_dsn, "protheon-master-rpc")
         self.watcher = InputWatcher(settings.input, settings.settle_seconds)
         self.port = 0
+        self._backoff = Backoff(cap=MAX_BACKOFF)
         self.published = 0
         self.splitting = ""
         self._last_sweep = 0.0
@@ -92,17 +94,14 @@ class Master:
         server, health, self.port = start_server(self.settings.listen, service, security)
         log.info("serving chunks on %s (port %d)", self.settings.listen, self.port)
         try:
-            backoff = 1.0
             while not self.stopping.is_set():
                 try:
                     self._connect_and_work()
                 except _OUTAGES as exc:
-                    log.warning("lost a dependency (%s); retrying in %.0fs", exc, backoff)
+                    delay = self._backoff.next()
+                    log.warning("lost a dependency (%s); retrying in %.0fs", exc, delay)
                     self.notifier.status(f"waiting for RabbitMQ/PostgreSQL: {exc}")
-                    self._sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                else:
-                    backoff = 1.0
+                    self._sleep(delay)
         finally:
             self.before_master_shutdown(server, health)
             if watchdog is not None:
@@ -132,15 +131,15 @@ class Master:
             self.stopping.wait(0.2)
 
     def _until_connected(self, step: Callable[[], None]) -> None:
-        backoff = 1.0
+        backoff = Backoff(cap=MAX_BACKOFF)
         while True:
             try:
                 step()
                 return
             except _OUTAGES as exc:
-                log.warning("PostgreSQL unavailable (%s); retrying in %.0fs", exc, backoff)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                delay = backoff.next()
+                log.warning("PostgreSQL unavailable (%s); retrying in %.0fs", exc, delay)
+                self._sleep(delay)
 
     # -- work --------------------------------------------------------------------------------
 
@@ -154,6 +153,7 @@ class Master:
         channel = self._connection.channel()
         channel.confirm_delivery()
         broker.declare_queues(channel, self.settings.queue, self.settings.delivery_limit)
+        self._backoff.reset()  # connected again: the next outage starts from short waits
         for record in self.ledger.open_jobs():
             if record.status == "ready" and self.chunks.get(record.message.job_id):
                 self._publish(channel, record.message)

@@ -28,6 +28,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from protheon import broker, metrics, rpc_auth
+from protheon.backoff import Backoff
 from protheon.config import Settings
 from protheon.sdnotify import Notifier, Progress, Watchdog
 from protheon.worker import metrics as worker_metrics
@@ -38,7 +39,7 @@ from protheon.worker.writer import JobWriter
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 2.0  # before a failed job goes back to the queue, so a hot loop cannot happen
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
 STATUS_INTERVAL = 2.0
 
 
@@ -60,6 +61,7 @@ class Consumer:
         self.pgcrs_done = 0
         self.running: broker.JobMessage | None = None
         self._started = time.monotonic()
+        self._backoff = Backoff(cap=MAX_BACKOFF)
         self._last_status = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         self._client = ChunkClient(settings.master, self.name, rpc_auth.load(settings))
@@ -102,19 +104,17 @@ class Consumer:
     def run(self) -> int:
         watchdog = Watchdog.start_for(self.notifier, self.progress)
         metrics.track_lifecycle(self.progress, watchdog)
-        backoff = 1.0
         try:
             while not self.stopping:
                 try:
                     self._consume()
-                    backoff = 1.0
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     if self.stopping:
                         break
-                    log.warning("broker connection lost (%s); reconnecting in %.0fs", exc, backoff)
+                    delay = self._backoff.next()
+                    log.warning("broker connection lost (%s); reconnecting in %.0fs", exc, delay)
                     self.notifier.status(f"waiting for RabbitMQ ({exc})")
-                    self._sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    self._sleep(delay)
         except Aborted as exc:
             log.warning("%s: leaving now; unfinished jobs go back to the queue", exc)
             logging.shutdown()
@@ -147,6 +147,7 @@ class Consumer:
             on_message = functools.partial(self._on_message, connection)
             tag = channel.basic_consume(self.settings.queue, on_message, auto_ack=False)
             log.info("consuming from %s", self.settings.queue)
+            self._backoff.reset()  # connected again: the next outage starts from short waits
             self.notifier.ready(f"consuming from {self.settings.queue}")
             consuming = True
             while consuming or self.in_flight:

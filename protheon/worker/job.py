@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 
+from protheon.backoff import Backoff
 from protheon.broker import JobMessage
 from protheon.pgcr.transform import batches
 from protheon.worker.chunk_client import ChunkClient, ChunkUnavailable
@@ -101,7 +102,7 @@ class JobRunner:
     def run(self, job: JobMessage, final: bool = False) -> JobOutcome:
         """``final``: the queue's last allowed delivery; a failure then marks the job failed."""
         started = time.monotonic()
-        delay = 0.5
+        backoff = Backoff(first=0.5, cap=10.0)  # one job's outage: a fresh schedule
         first = True
         while True:
             try:
@@ -110,10 +111,10 @@ class JobRunner:
                 if not is_transient(exc) or self.should_stop():
                     self._record_error(job.job_id, exc, final and not is_transient(exc))
                     raise
+                delay = backoff.next()
                 log.warning("job %d: %s; retrying in %.1fs", job.job_id, exc, delay)
                 first = False
                 self._wait(delay)
-                delay = min(delay * 2, 30.0)
 
     def _attempt(self, job: JobMessage, started: float, count_attempt: bool) -> JobOutcome:
         blocked = self.writer.claim(job.job_id, count_attempt)
