@@ -92,5 +92,3 @@ def served(pg_dsn: str, tmp_path: Path, security: RpcSecurity) -> Iterator[Serve
         client.close()
         server.stop(None).wait()
         ledger.close()
-
-

@@ -10,12 +10,14 @@ a user relies on. Slow (several minutes the first time, while apt fills its cach
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,7 +78,9 @@ class Lab:
 def _wheelhouse() -> Path:
     """Dependency wheels built on the controller: the hosts have no internet."""
     house = lab.CACHE / "wheelhouse"
-    marker = house / ".complete"
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    digest = hashlib.sha256("\n".join(sorted(dependencies)).encode()).hexdigest()[:12]
+    marker = house / f".complete-{digest}"  # rebuilt when the dependencies change
     if not marker.exists():
         shutil.rmtree(house, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(house),
