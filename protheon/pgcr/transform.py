@@ -204,7 +204,16 @@ class Batch:
                 self.players[membership_id] = player
 
 
-def batches(lines: Iterable[bytes], job_id: int, batch_lines: int = 5000) -> Iterator[Batch]:
+@dataclasses.dataclass(frozen=True)
+class LostLines:
+    """A stretch of the source that could not be read (a corrupt frame): one reject says so."""
+
+    reason: str
+
+
+def batches(
+    lines: Iterable[bytes | LostLines], job_id: int, batch_lines: int = 5000
+) -> Iterator[Batch]:
     """Transform lines into batches of at most ``batch_lines`` lines, so memory stays bounded.
     Rejects are numbered from 1 within the job.
 
@@ -215,7 +224,11 @@ def batches(lines: Iterable[bytes], job_id: int, batch_lines: int = 5000) -> Ite
     batch = Batch(job_id, seen)
     in_batch = 0
     for line_in_job, line in enumerate(lines, 1):
-        batch.add_line(line_in_job, line)
+        if isinstance(line, LostLines):
+            batch.lines += 1
+            batch.add_reject(line_in_job, line.reason, b"")
+        else:
+            batch.add_line(line_in_job, line)
         in_batch += 1
         if in_batch == batch_lines:
             yield batch

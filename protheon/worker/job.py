@@ -12,11 +12,11 @@ import psycopg
 
 from protheon.backoff import Backoff
 from protheon.broker import JobMessage
-from protheon.pgcr.transform import batches
+from protheon.pgcr.transform import LostLines, batches
 from protheon.worker.chunk_client import ChunkClient, ChunkUnavailable
 from protheon.worker.metrics import CHUNK_RECEIVED_BYTES
 from protheon.worker.writer import JobWriter, WriteResult
-from protheon.zstdio import decompressed_blocks
+from protheon.zstdio import CorruptInput, decompressed_blocks, frame_extents, frame_pieces
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,31 @@ class JobOutcome:
         return self.result is not None or self.note == "already done"
 
 
-def _text(data: bytes, head_skip: int, tail: bytes) -> Iterator[bytes]:
+def _frames(data: bytes) -> Iterator[bytes | LostLines]:
+    """A passed-through chunk's frames, decompressed one by one: a corrupt frame is reported
+    and skipped, the frames after it still count (each frame stands alone)."""
+    view = memoryview(data)
+    for extent in frame_extents(io.BytesIO(data)):  # a broken frame header fails the chunk
+        try:
+            yield from frame_pieces(view[extent.offset : extent.offset + extent.length])
+        except CorruptInput as exc:
+            size = f"{extent.content_size:,} bytes" if extent.content_size >= 0 else "its bytes"
+            yield LostLines(
+                f"{exc} (the frame at chunk byte {extent.offset:,}): {size} of lines lost;"
+                " line numbers after it in this file are approximate"
+            )
+
+
+def _text(data: bytes, head_skip: int, tail: bytes, whole_frames: bool
+          ) -> Iterator[bytes | LostLines]:  # fmt: skip
     """The chunk's decompressed bytes, without the head that belongs to the chunk before and
     with the tail that completes its last line."""
-    for block in decompressed_blocks(io.BytesIO(data)):
+    blocks = _frames(data) if whole_frames else decompressed_blocks(io.BytesIO(data))
+    for block in blocks:
+        if isinstance(block, LostLines):
+            head_skip = 0  # where the next chunk's head began is lost with the frame
+            yield block
+            continue
         if head_skip:
             dropped = min(head_skip, len(block))
             block, head_skip = block[dropped:], head_skip - dropped
@@ -53,12 +74,22 @@ def _text(data: bytes, head_skip: int, tail: bytes) -> Iterator[bytes]:
 
 def chunk_lines(
     data: bytes, expected: int | None, head_skip: int = 0, tail: bytes = b""
-) -> Iterator[bytes]:
-    """Lines of a compressed chunk, streamed; raises ChunkMismatch if the count is off (a
-    passed-through chunk's count is not known beforehand: its frames carry checksums)."""
+) -> Iterator[bytes | LostLines]:
+    """Lines of a compressed chunk, streamed; raises ChunkMismatch if the count is off.
+
+    A passed-through chunk (``expected`` None: its count is not known beforehand) is read
+    frame by frame, and a corrupt frame becomes one LostLines in place of its lines, so the
+    other frames still load; a recompressed chunk is the master's own file and must be whole.
+    """
     count = 0
     carry = b""
-    for block in _text(data, head_skip, tail):
+    for block in _text(data, head_skip, tail, whole_frames=expected is None):
+        if isinstance(block, LostLines):
+            if carry:  # a line cut by the lost frame: kept, it becomes a reject
+                yield carry
+                carry = b""
+            yield block
+            continue
         lines = block.split(b"\n")
         lines[0] = carry + lines[0]
         carry = lines.pop()
