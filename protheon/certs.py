@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from protheon.config import ConfigError
+
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 MASTER_CERT, MASTER_KEY = "master.pem", "master.key"
 TOKEN = "token"
@@ -38,7 +40,7 @@ def make_certs(folder: Path, hosts: Iterable[str] = ()) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     written: list[Path] = []
-    if not (folder / CA_KEY).exists() or not (folder / CA_CERT).exists():
+    if not (folder / CA_KEY).exists() and not (folder / CA_CERT).exists():
         ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Protheon private CA")])
         ca_cert = (
@@ -49,6 +51,11 @@ def make_certs(folder: Path, hosts: Iterable[str] = ()) -> list[Path]:
         )
         written += [_write_key(folder / CA_KEY, ca_key), _write_cert(folder / CA_CERT, ca_cert)]
     if not (folder / MASTER_KEY).exists() or not (folder / MASTER_CERT).exists():
+        if not (folder / CA_KEY).exists():
+            raise ConfigError(
+                f"{folder / CA_KEY} is missing: the master's certificate must be signed by the"
+                " CA the workers trust (copy ca.key back, or start a new folder)"
+            )
         issuer_key = serialization.load_pem_private_key((folder / CA_KEY).read_bytes(), None)
         assert isinstance(issuer_key, ec.EllipticCurvePrivateKey)
         ca_cert = x509.load_pem_x509_certificate((folder / CA_CERT).read_bytes())

@@ -57,7 +57,7 @@ def retry(settings: Settings, job_ids: list[int] | None) -> list[int]:
     ):
         rows = conn.execute(
             "SELECT j.job_id, j.file_id, f.name, j.seq, j.first_line, j.line_count,"
-            " j.byte_size, j.raw_size FROM protheon.jobs j JOIN protheon.files f"
+            " j.byte_size, j.raw_size, j.head_skip FROM protheon.jobs j JOIN protheon.files f"
             " USING (file_id) WHERE j.status <> 'done' AND"
             " (j.job_id = ANY(%s) OR (%s AND j.status = 'failed')) FOR UPDATE OF j",
             (job_ids or [], job_ids is None),

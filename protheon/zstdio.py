@@ -165,7 +165,10 @@ def frame_extents(source: BinaryIO) -> Iterator[FrameExtent]:
                 break
         if params.has_checksum:
             _skip(source, 4, offset)
-        yield FrameExtent(offset, source.tell() - offset, params.content_size)
+        size = params.content_size
+        if size == zstandard.CONTENTSIZE_UNKNOWN:  # 2**64 - 1, not -1, in python-zstandard
+            size = -1
+        yield FrameExtent(offset, source.tell() - offset, size)
 
 
 def _read(source: BinaryIO, size: int, frame: int, allow_eof: bool = False) -> bytes:

@@ -205,3 +205,31 @@ def test_a_file_cut_short_still_yields_every_whole_line_before_the_cut(
     else:  # streamed: every whole line before the cut
         assert got == whole
     assert len(got) > 100
+
+
+def test_a_corrupt_frame_at_a_cut_does_not_stop_the_split(tmp_path: Path) -> None:
+    """The master cuts right after a frame it cannot read; the worker reports that frame."""
+    data = _data(random.Random(12), 800)
+    cuts = list(range(4000, len(data), 4000))
+    path, blob = _source(tmp_path, data, cuts)
+    clean = list(pass_through(path, 60))
+    extents = [(c.source_offset or 0) + c.byte_size for c in clean[:3]]
+    frame_end = extents[1]  # the last frame of chunk 1 is read by the master at its cut
+    damaged = bytearray(blob)
+    damaged[frame_end - 40 : frame_end - 32] = bytes(
+        b ^ 0x5A for b in damaged[frame_end - 40 : frame_end - 32]
+    )
+    path.write_bytes(bytes(damaged))
+    chunks = list(pass_through(path, 60))
+    assert len(chunks) >= len(clean) - 1, "the split went on past the corrupt frame"
+    assert chunks[-1].source_offset is not None
+    assert (chunks[-1].source_offset + chunks[-1].byte_size) == len(blob)
+
+
+def test_a_later_frame_without_a_content_size_is_a_clear_error(tmp_path: Path) -> None:
+    data = _data(random.Random(13), 200)
+    path, blob = _source(tmp_path, data, list(range(5000, len(data), 5000)))
+    stream = zstandard.ZstdCompressor().compressobj()  # streamed: no content size
+    path.write_bytes(blob + stream.compress(b"more\n") + stream.flush())
+    with pytest.raises(CorruptInput, match="does not state a small content size"):
+        list(pass_through(path, 50))

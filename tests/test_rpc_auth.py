@@ -113,3 +113,14 @@ def test_missing_files_are_a_clear_error_and_plaintext_needs_saying(tmp_path: Pa
     result = run_protheon("worker", "--master", "127.0.0.1:1", env=env)
     assert result.returncode == 2 and "cannot read token" in result.stderr
     assert rpc_auth.load(Settings(rpc_plaintext=True)) == RpcSecurity(plaintext=True)
+
+
+def test_certs_never_issue_a_master_certificate_from_a_lost_ca(tmp_path: Path) -> None:
+    folder = tmp_path / "tls"
+    make_certs(folder)
+    (folder / "ca.key").unlink()
+    (folder / "master.pem").unlink()
+    ca = (folder / "ca.pem").read_bytes()
+    result = run_protheon("certs", "--dir", str(folder), env=dict(os.environ))
+    assert result.returncode == 2 and "ca.key is missing" in result.stderr
+    assert (folder / "ca.pem").read_bytes() == ca, "the CA workers trust is kept"

@@ -153,7 +153,6 @@ class Master:
         channel = self._connection.channel()
         channel.confirm_delivery()
         broker.declare_queues(channel, self.settings.queue, self.settings.delivery_limit)
-        self._backoff.reset()  # connected again: the next outage starts from short waits
         for record in self.ledger.open_jobs():
             if record.status == "ready" and self.chunks.get(record.message.job_id):
                 self._publish(channel, record.message)
@@ -161,6 +160,9 @@ class Master:
         self._resume_splits(channel)
         while not self.stopping.is_set():
             self._work_once(channel)
+            # A whole round worked: the next outage starts from short waits again (a fault
+            # that recurs right after connecting, a full disk say, keeps backing off).
+            self._backoff.reset()
             self._check_queues(channel)
             self._export_ledger()
             self.progress.beat()

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import zstandard
 
 from protheon.zstdio import (
+    MAX_PASSTHROUGH_FRAME,
     CorruptInput,
     FrameExtent,
     TruncatedInput,
@@ -161,9 +162,16 @@ def pass_through(
     with _open_source(source) as fh, _open_source(source) as reader:
         target = _raw_bytes_per_chunk(reader, chunk_lines)
 
-        def content(extent: FrameExtent) -> bytes:
+        def content(extent: FrameExtent) -> bytes | None:
+            """The frame's text, or None for a corrupt frame: the worker whose chunk holds it
+            reports it as a reject, and the cut is made right after it."""
             reader.seek(extent.offset)
-            return decompress_frame(_read_exactly(reader, extent.length), extent.offset)
+            try:
+                return decompress_frame(_read_exactly(reader, extent.length), extent.offset)
+            except TruncatedInput:
+                raise
+            except CorruptInput:
+                return None
 
         seq = 0
         current: _Range | None = None
@@ -190,14 +198,23 @@ def pass_through(
                 cut_short = exc
                 break
             on_block()
+            if not 0 <= extent.content_size <= MAX_PASSTHROUGH_FRAME:
+                raise CorruptInput(
+                    f"the frame at compressed byte {extent.offset:,} does not state a small"
+                    " content size: not a pzstd-style file past this point (recompress it"
+                    " whole, e.g. with pzstd)"
+                )
             data: bytes | None = None
             size = extent.content_size
-            if size < 0:
-                data = content(extent)
-                size = len(data)
             start = 0
             if waiting is not None:
-                data = data if data is not None else content(extent)
+                data = content(extent)
+                if data is None:  # the line crossing the cut runs into a corrupt frame
+                    if (chunk := close(waiting, b"".join(tail))) is not None:
+                        yield chunk
+                    waiting, tail = None, []
+                    current = _Range(extent.offset, 0, extent.offset + extent.length, size)
+                    continue
                 newline = data.find(b"\n")
                 if newline < 0:  # the line crossing the cut spans this whole frame too
                     tail.append(data)
@@ -215,7 +232,7 @@ def pass_through(
             current.raw += size - start
             if current.raw + size // 2 >= target:  # the nearest frame boundary to the target
                 data = data if data is not None else content(extent)
-                if data.endswith(b"\n"):
+                if data is None or data.endswith(b"\n"):  # corrupt: cut right after it
                     if (chunk := close(current, b"")) is not None:
                         yield chunk
                 else:

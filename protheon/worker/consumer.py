@@ -147,11 +147,11 @@ class Consumer:
             on_message = functools.partial(self._on_message, connection)
             tag = channel.basic_consume(self.settings.queue, on_message, auto_ack=False)
             log.info("consuming from %s", self.settings.queue)
-            self._backoff.reset()  # connected again: the next outage starts from short waits
             self.notifier.ready(f"consuming from {self.settings.queue}")
             consuming = True
             while consuming or self.in_flight:
                 connection.process_data_events(time_limit=0.5)
+                self._backoff.reset()  # a round with the broker worked: short waits again
                 worker_metrics.IN_FLIGHT.set(self.in_flight)
                 if not self.in_flight:
                     self.progress.beat()  # idle and polling: alive
